@@ -1,0 +1,117 @@
+"""What a job leaves in its folder, and how to read it back. The local files are the source of truth;
+W&B only mirrors them.
+
+A job folder (one Hydra job dir) holds:
+- `result.json`: resolved config, allocation, parameter counts, eval accuracy with its Wilson
+  interval, timings, which profile was used, and `status` ("ok" or "failed" with the error).
+- `grad_norms.parquet`: one row per (phase, step, layer, module, matrix) with the L2 norm of that LoRA
+  matrix's gradient before clipping, the module's rank and LoRA scaling. phase is "train" or "profile".
+- `train_log.jsonl`: TRL's per-step log (reward, reward_std, frac_reward_zero_std, loss, ...).
+- `eval_outcomes.jsonl`: one line per evaluated question: index, gold, prediction, correct, parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RESULT = "result.json"
+GRADS = "grad_norms.parquet"
+TRAIN_LOG = "train_log.jsonl"
+OUTCOMES = "eval_outcomes.jsonl"
+
+GRAD_COLUMNS = ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a job killed mid-write never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_grad_records(path: Path, columns: dict[str, np.ndarray]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    missing = set(GRAD_COLUMNS) - set(columns)
+    if missing:
+        raise ValueError(f"gradient records lack columns {sorted(missing)}")
+    table = pa.table({c: columns[c] for c in GRAD_COLUMNS})
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_grad_records(path: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=_jsonable) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            rows.append(json.loads(line))
+    return rows
+
+
+@dataclass
+class JobRecord:
+    """One job folder, read back. `grads` is loaded on first use."""
+
+    path: Path
+    result: dict
+    _grads: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def grads(self) -> dict[str, np.ndarray] | None:
+        if self._grads is None and (self.path / GRADS).exists():
+            self._grads = read_grad_records(self.path / GRADS)
+        return self._grads
+
+    @property
+    def outcomes(self) -> list[dict]:
+        return read_jsonl(self.path / OUTCOMES)
+
+    @property
+    def train_log(self) -> list[dict]:
+        return read_jsonl(self.path / TRAIN_LOG)
+
+
+def load_job(path: Path) -> JobRecord:
+    path = Path(path)
+    return JobRecord(path=path, result=json.loads((path / RESULT).read_text()))
