@@ -81,6 +81,8 @@ class LoraSettings:
     r_min: int = 4
     r_max: int = 64
     multiple: int = 4
+    # rsLoRA scales by alpha/sqrt(r) instead of alpha/r: a control for the rank-moves-gradient-norm artefact
+    use_rslora: bool = False
 
 
 @dataclass

@@ -1,0 +1,151 @@
+"""Per-adapter LoRA gradient norms at every optimizer step, before clipping, as trainer callbacks.
+
+transformers clips gradients before `on_pre_optimizer_step` and zeroes them before `on_step_end`, so
+no callback sees unclipped gradients while the trainer clips. We therefore set the trainer's own
+`max_grad_norm` to 0 and append `ClipGradients` after `GradNormProfiler` in the callback list: the
+profiler reads the raw gradients, then the clipper applies the configured clip, so the optimizer sees
+exactly what it would have seen (the trainer still logs the pre-clip total norm).
+
+Norms are computed on the device in one batched call (`torch._foreach_norm`) and stacked; the host
+copy happens once per step, not once per parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from .lora import MODULE_RE
+
+PARAM_RE = re.compile(r"^(.*)\.lora_([AB])\.default\.weight$")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    layer: int
+    module: str
+    matrix: str  # "A" or "B"
+    rank: int
+    scaling: float
+
+
+def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter]]:
+    """The trainable LoRA matrices of a PEFT model, with where they sit and their module's rank/scaling."""
+    modules = dict(model.named_modules())
+    params, meta = [], []
+    for name, p in model.named_parameters():
+        m = PARAM_RE.match(name)
+        if not (m and p.requires_grad):
+            continue
+        where = MODULE_RE.search(m.group(1))
+        if where is None:
+            continue
+        lora_layer = modules[m.group(1)]
+        params.append(p)
+        meta.append(Adapter(int(where.group(1)), where.group(2), m.group(2), int(lora_layer.r["default"]),
+                            float(lora_layer.scaling["default"])))
+    return params, meta
+
+
+class GradNormProfiler(TrainerCallback):
+    """Records ||grad|| of every LoRA A and B matrix at every optimizer step.
+
+    `on_step` (optional) receives (step, layer_norms, module_norms) once per step, for streaming.
+    """
+
+    def __init__(self, phase: str = "train", on_step: Callable | None = None, step_offset: int = 0):
+        self.phase = phase
+        self.on_step = on_step
+        self.step_offset = step_offset  # steps already recorded before a resume
+        self.params: list[torch.nn.Parameter] = []
+        self.meta: list[Adapter] = []
+        self._pending: list[tuple[int, torch.Tensor]] = []
+        self.steps: list[int] = []
+        self.norms: list[np.ndarray] = []
+
+    def attach(self, model) -> None:
+        self.params, self.meta = lora_adapters(model)
+        if not self.params:
+            raise RuntimeError("GradNormProfiler found no trainable LoRA parameters in the model")
+        self._layer = np.array([a.layer for a in self.meta])
+        self._module = np.array([a.module for a in self.meta])
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.params and model is not None:
+            self.attach(model)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        norms = torch.stack(torch._foreach_norm(grads)).float()  # one kernel launch group, stays on device
+        self._pending.append((state.global_step + 1, norms))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        host = torch.stack([n for _, n in self._pending]).cpu().numpy()  # the one host sync
+        for (step, _), row in zip(self._pending, host):
+            self.steps.append(step)
+            self.norms.append(row)
+            if self.on_step is not None:
+                self.on_step(step, *self.aggregate(row))
+        self._pending.clear()
+
+    def aggregate(self, row: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Per-layer sum of module norms sqrt(A^2 + B^2), and the summed norm per projection type."""
+        sq = row.astype(np.float64) ** 2
+        keys = list(zip(self._layer, self._module))
+        module_sq: dict[tuple[int, str], float] = {}
+        for k, v in zip(keys, sq):
+            module_sq[k] = module_sq.get(k, 0.0) + v
+        n_layers = int(self._layer.max()) + 1
+        layer = np.zeros(n_layers)
+        by_type: dict[str, float] = {}
+        for (lay, mod), v in module_sq.items():
+            layer[lay] += v ** 0.5
+            by_type[mod] = by_type.get(mod, 0.0) + v ** 0.5
+        return layer, by_type
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The long, columnar form written to grad_norms.parquet."""
+        n_steps, n_ad = len(self.steps), len(self.meta)
+        if n_steps == 0:
+            return {c: np.array([]) for c in ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")}
+        return {
+            "phase": np.full(n_steps * n_ad, self.phase),
+            "step": np.repeat(np.asarray(self.steps, dtype=np.int32) + self.step_offset, n_ad),
+            "layer": np.tile(self._layer.astype(np.int16), n_steps),
+            "module": np.tile(self._module, n_steps),
+            "matrix": np.tile(np.array([a.matrix for a in self.meta]), n_steps),
+            "norm": np.concatenate(self.norms).astype(np.float32),
+            "rank": np.tile(np.array([a.rank for a in self.meta], dtype=np.int16), n_steps),
+            "scaling": np.tile(np.array([a.scaling for a in self.meta], dtype=np.float32), n_steps),
+        }
+
+
+class ClipGradients(TrainerCallback):
+    """The trainer's gradient clip, moved after the profiler (see module docstring)."""
+
+    def __init__(self, max_norm: float, accelerator=None, model=None):
+        self.max_norm = max_norm
+        self.accelerator = accelerator
+        self.model = model
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.max_norm <= 0:
+            return
+        params = [p for p in (self.model or model).parameters() if p.requires_grad]
+        if self.accelerator is not None:
+            self.accelerator.clip_grad_norm_(params, self.max_norm)  # unscales fp16 grads, handles FSDP
+        else:
+            torch.nn.utils.clip_grad_norm_(params, self.max_norm)

@@ -1,0 +1,143 @@
+"""GRPO training with TRL's GRPOTrainer + PEFT, profiled: one call trains one phase (the profiling phase
+at uniform rank, or the main run at the allocated ranks) and returns its gradient records.
+
+TRL's defaults that do not fit here are overridden in `grpo_args`: bf16 only on a GPU that has it,
+our learning rate (TRL's 1e-6 is too low for LoRA), gradient checkpointing off unless asked for, no
+trainer-side clipping (done after profiling, see profiler.py), no checkpoints, no reporting (we stream
+to W&B ourselves so the run identity is ours).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import lora
+from .config import RunConfig
+from .profiler import ClipGradients, GradNormProfiler
+from .records import TRAIN_LOG, append_jsonl
+from .rewards import correctness_reward, format_reward
+
+log = logging.getLogger(__name__)
+
+
+def use_vllm(setting: str) -> bool:
+    import importlib.util
+
+    import torch
+
+    setting = str(setting).lower()
+    if setting == "auto":
+        return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    if setting == "true" and not torch.cuda.is_available():
+        raise RuntimeError("grpo.use_vllm=true needs a GPU; set grpo.use_vllm=auto or false on CPU")
+    return setting == "true"
+
+
+def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
+    import torch
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    vllm = use_vllm(g.use_vllm)
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=g.per_device_batch_size,
+        gradient_accumulation_steps=g.grad_accum,
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        learning_rate=g.learning_rate,
+        beta=g.beta,
+        temperature=g.temperature,
+        reward_weights=list(g.reward_weights),
+        max_grad_norm=0.0,  # clipping happens in ClipGradients, after the profiler has read the raw grads
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=g.gradient_checkpointing,
+        use_vllm=vllm,
+        vllm_mode=g.vllm_mode,
+        logging_steps=g.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=False,
+    )
+
+
+@dataclass
+class TrainOutcome:
+    model: object  # the trained PeftModel
+    grads: dict[str, np.ndarray]
+    built_params: int
+    log_rows: list[dict] = field(default_factory=list)
+
+    @property
+    def nonzero_spread_fraction(self) -> float | None:
+        """Fraction of steps where at least one group's rewards differ (TRL's frac_reward_zero_std < 1):
+        the steps with any learning signal."""
+        vals = [r["frac_reward_zero_std"] for r in self.log_rows if "frac_reward_zero_std" in r]
+        return float(np.mean([v < 1.0 for v in vals])) if vals else None
+
+
+class LogSink:
+    """TRL's per-step logs: to train_log.jsonl (the record) and to a streaming callback (W&B)."""
+
+    def __init__(self, path: Path, phase: str, on_log: Callable | None):
+        self.path, self.phase, self.on_log, self.rows = path, phase, on_log, []
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        sink = self
+
+        class _OnLog(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if not logs or "train_runtime" in logs:  # the end-of-training summary is no step
+                    return
+                row = {"phase": sink.phase, "step": state.global_step, **logs}
+                sink.rows.append(row)
+                append_jsonl(sink.path, row)
+                if sink.on_log is not None:
+                    sink.on_log(row)
+
+        return _OnLog()
+
+
+def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, phase: str, steps: int,
+          job_dir: Path, on_step: Callable | None = None, on_log: Callable | None = None,
+          callbacks: Sequence = ()) -> TrainOutcome:
+    """Train LoRA at `ranks` for `steps` GRPO steps; raises LoraBuildError if PEFT builds another plan.
+
+    Extra `callbacks` run after the profiler and before the clip, so they too see the raw gradients.
+    """
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    sites = lora.find_sites(model, cfg.lora.target_modules)
+    planned = lora.planned_params(model.config, ranks, cfg.lora.target_modules)
+    peft_config = lora.lora_config(sites, ranks, cfg.lora)
+    profiler = GradNormProfiler(phase=phase, on_step=on_step)
+    clipper = ClipGradients(cfg.grpo.max_grad_norm)
+    logs = LogSink(job_dir / TRAIN_LOG, phase, on_log)
+    set_seed(cfg.seed)  # TRL wraps the model (random LoRA A init) before the Trainer seeds itself
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[format_reward, correctness_reward],
+        args=grpo_args(cfg, job_dir / f"trainer_{phase}", steps),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[profiler, *callbacks, clipper, logs.callback()],  # order matters: profile, then clip
+    )
+    clipper.accelerator = trainer.accelerator
+    built = lora.verify(trainer.model, sites, ranks, planned)  # before a single step is spent
+    profiler.attach(trainer.model)
+    trainer.train()
+    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows)

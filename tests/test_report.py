@@ -1,0 +1,409 @@
+"""The report on a synthetic sweep whose answers are known by construction.
+
+Job folders are written with the same writers the pipeline uses (records.py). The gradient norms are
+built so that each statistic has a closed-form answer:
+- uniform: module norm = U[l] * W[m] * scale, constant over steps, so S(l) is proportional to U
+  (max/min exactly 2.0, top-30% share 6 / 13.5), the attention share is 4/10, and the early and late
+  maps are equal (correlation 1);
+- proportional: shares = uniform shares + K * (rank - mean rank), so the shift is exactly linear in the
+  allocated rank (Pearson and Spearman 1);
+- outcomes: proportional s0 vs uniform s0 has b = 1, c = 7 discordant questions, exact McNemar
+  p = 2 * sum_{k<=1} C(8, k) / 2^8 = 0.0703125.
+
+    python -m pytest tests/test_report.py -q
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from grpo_rank import report as rp
+from grpo_rank.importance import importance
+from grpo_rank.records import read_grad_records, write_grad_records, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+W = np.array([1, 1, 1, 1, 2, 2, 2], dtype=float)  # module weights: attention carries 4 / 10
+U = np.array([1, 1, 1, 1, 1, 1, 1.5, 2, 2, 2])  # uniform importance: max/min 2, top 3 of 10 = 6 / 13.5
+L, T, N_Q = len(U), 8, 40
+PROP_RANKS = [4, 4, 4, 4, 8, 8, 8, 12, 12, 16]
+K = 0.002
+MODEL, TASK = "tiny", "arithmetic"
+
+
+def share_of(x):
+    return np.asarray(x, dtype=float) / np.sum(x)
+
+
+PROP_SHARE = share_of(U) + K * (np.array(PROP_RANKS) - np.mean(PROP_RANKS))
+
+
+def grad_columns(per_step_layer: np.ndarray, phase: str = "train", ranks=None) -> dict[str, np.ndarray]:
+    """Records whose module norm is per_step_layer[t, l] * W[m]: A and B split 0.6 : 0.8 of it, so
+    sqrt(A^2 + B^2) gives the module norm back."""
+    cols = {c: [] for c in ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")}
+    for t in range(per_step_layer.shape[0]):
+        for l in range(per_step_layer.shape[1]):
+            for m, mod in enumerate(MODULES):
+                norm = per_step_layer[t, l] * W[m]
+                for matrix, part in (("A", 0.6), ("B", 0.8)):
+                    cols["phase"].append(phase)
+                    cols["step"].append(t)
+                    cols["layer"].append(l)
+                    cols["module"].append(mod)
+                    cols["matrix"].append(matrix)
+                    cols["norm"].append(part * norm)
+                    cols["rank"].append(ranks[l] if ranks else 8)
+                    cols["scaling"].append(2.0)
+    return {k: np.array(v) for k, v in cols.items()}
+
+
+def outcomes_from(correct: set[int]) -> list[dict]:
+    return [{"index": i, "id": f"q{i:03d}", "gold": str(i), "prediction": str(i) if i in correct else "x",
+             "tagged": True, "parsed": True, "correct": i in correct} for i in range(N_Q)]
+
+
+def write_job(sweep: Path, folder: str, strategy: str, seed: int, *, ranks=None, step_layer=None,
+              correct: set[int] | None = None, status: str = "ok", error: str | None = None,
+              profile: np.ndarray | None = None, budget: str = "full", fraction: float = 1.0) -> Path:
+    d = sweep / folder
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"strategy={strategy}", f"seed={seed}"]))
+    n_correct = len(correct or ())
+    result = {
+        "status": status, "error": error,
+        "job": {"strategy": strategy, "budget": budget, "budget_fraction": fraction, "seed": seed, "model": MODEL,
+                "task": TASK, "group": f"{MODEL}-{TASK}-{strategy}-{budget}-abcd1234",
+                "name": f"{strategy}-{budget}-s{seed}", "config_hash": "h", "run_id": f"{strategy}{seed}"},
+        "config": {"tracking": {"project": "grpo-rank-test", "entity": None, "mode": "auto"}},
+        "allocation": {"ranks": ranks, "total": sum(ranks) if ranks else 0, "budget_total": 80, "r_min": 4,
+                       "r_max": 64, "multiple": 4, "num_layers": L, "importance": None},
+        "profile": None,
+        "params": {"planned": (sum(ranks) * 100 if ranks else 0), "built": (sum(ranks) * 100 if ranks else 0)},
+        "train": {"steps": T, "nonzero_spread_fraction": 0.5} if ranks else None,
+        "eval": None if status != "ok" else {
+            "split": "test", "n": N_Q, "correct": n_correct, "accuracy": n_correct / N_Q,
+            "ci_low": 0.0, "ci_high": 1.0, "parse_failures": 0, "parse_failure_rate": 0.0},
+        "timings": {}, "wandb": None,
+    }
+    if result["eval"]:
+        from grpo_rank.stats import wilson_interval
+
+        result["eval"]["ci_low"], result["eval"]["ci_high"] = wilson_interval(n_correct, N_Q)
+    write_json(d / "result.json", result)
+    if step_layer is not None:
+        cols = grad_columns(step_layer, "train", ranks)
+        if profile is not None:  # a profile phase the report must ignore
+            prof = grad_columns(profile, "profile")
+            cols = {k: np.concatenate([prof[k], cols[k]]) for k in cols}
+        write_grad_records(d / "grad_norms.parquet", cols)
+    if correct is not None:
+        (d / "eval_outcomes.jsonl").write_text("".join(json.dumps(o) + "\n" for o in outcomes_from(correct)))
+    return d
+
+
+def multirun_yaml(sweep: Path, task_overrides: list[str], strategy: str) -> None:
+    cfg = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                                 "max_batch_size": None, "params": None},
+                     "sweep": {"dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}",
+                               "subdir": "${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}"},
+                     "overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": task_overrides}},
+           "model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": strategy},
+           "budget": {"name": "full", "fraction": 1.0}, "seed": 0}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def constant(map_: np.ndarray, scale: float) -> np.ndarray:
+    return np.tile(np.asarray(map_, dtype=float) * scale, (T, 1))
+
+
+def make_sweeps(root: Path) -> tuple[Path, Path]:
+    """Sweep A: strategy=uniform,proportional,random x seed=0,1,2 with job 2 failed, job 5 without
+    result.json and job 8 never started. Sweep B: the base model."""
+    a = root / "multirun" / "2025-01-01" / "10-00-00"
+    b = root / "multirun" / "2025-01-01" / "11-00-00"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    multirun_yaml(a, ["strategy=uniform,proportional,random", "seed=0,1,2"], "uniform")
+    multirun_yaml(b, ["strategy=none"], "none")
+    rng = np.random.default_rng(0)
+    uni = [set(range(20)), set(range(22))]
+    prop = [set(range(1, 27)), set(range(22))]  # s0: loses q0 (b = 1), gains q20..q26 (c = 7)
+    for seed in (0, 1):
+        scale = 0.1 * (1 + seed)  # seeds differ in gradient scale, not in shares
+        write_job(a, f"{seed}_uniform_full_s{seed}", "uniform", seed, ranks=[8] * L,
+                  step_layer=constant(U, scale), correct=uni[seed])
+        write_job(a, f"{3 + seed}_proportional_full_s{seed}", "proportional", seed, ranks=PROP_RANKS,
+                  step_layer=constant(PROP_SHARE, scale), correct=prop[seed],
+                  profile=rng.uniform(0.5, 1.5, size=(3, L)))
+        ranks = [int(r) for r in rng.permutation(PROP_RANKS)]
+        write_job(a, f"{6 + seed}_random_full_s{seed}", "random", seed, ranks=ranks,
+                  step_layer=rng.uniform(0.5, 2.0, size=(T, L)),
+                  correct=set(rng.choice(N_Q, size=18, replace=False).tolist()))
+    write_job(a, "2_uniform_full_s2", "uniform", 2, status="failed", error="RuntimeError: CUDA out of memory")
+    (a / "5_proportional_full_s2" / ".hydra").mkdir(parents=True)
+    (a / "5_proportional_full_s2" / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(["strategy=proportional", "seed=2"]))
+    write_job(b, "0_none_full_s0", "none", 0, correct=set(range(10)))
+    return a, b
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def stat(rows, strategy, statistic, subset="all", seed="mean", budget="full") -> dict:
+    found = [r for r in rows if r["strategy"] == strategy and r["statistic"] == statistic
+             and r["subset"] == subset and r["seed"] == seed and r["budget"] == budget]
+    assert len(found) == 1, (strategy, statistic, subset, seed, found)
+    return found[0]
+
+
+def clean_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    home.mkdir(parents=True, exist_ok=True)
+    # no API key and no ~/.netrc: resolve_mode('auto') goes offline, and W&B writes nothing outside tmp
+    env.update(HOME=str(home), WANDB_CONFIG_DIR=str(home / "wandb-config"), WANDB_CACHE_DIR=str(home / "wandb-cache"),
+               WANDB_DATA_DIR=str(home / "wandb-data"), WANDB_DIR=str(home / "wandb-dir"), PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    return make_sweeps(tmp_path_factory.mktemp("sweeps"))
+
+
+@pytest.fixture(scope="module")
+def cli_run(sweeps, tmp_path_factory):
+    """The CLI end to end, as a user runs it, without W&B."""
+    a, b = sweeps
+    proc = subprocess.run([sys.executable, "-m", "grpo_rank.report", str(a), str(b), "--no-wandb"],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=clean_env(tmp_path_factory.mktemp("home")), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return a / "report", proc
+
+
+def test_cli_writes_every_file_and_prints_the_summary(cli_run):
+    out, proc = cli_run
+    for name in ("report.md", "table1.csv", "runs.csv", "stats.csv", "paired.csv", rp.FIG1, rp.FIG2):
+        assert (out / name).is_file(), name
+    assert "# grpo-rank report" in proc.stdout
+    assert "Table 1" in proc.stdout
+    assert "loading jobs" in proc.stderr  # the tqdm bar
+    assert "W&B: skipped (--no-wandb)" in (out / "report.md").read_text()
+
+
+def test_figures_are_real_pngs_with_content(cli_run):
+    from matplotlib.image import imread
+
+    out, _ = cli_run
+    for name in (rp.FIG1, rp.FIG2):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        img = imread(out / name)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert float(img[..., :3].std()) > 0.01, f"{name} is one flat colour"
+
+
+def test_table1_has_one_row_per_strategy_and_budget(cli_run):
+    out, _ = cli_run
+    rows = read_csv(out / "table1.csv")
+    keys = [(r["strategy"], r["budget"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {("none", "full"), ("uniform", "full"), ("proportional", "full"), ("random", "full")}
+    by = {r["strategy"]: r for r in rows}
+    assert [r["strategy"] for r in rows] == ["none", "uniform", "proportional", "random"]
+    uni = by["uniform"]
+    assert float(uni["accuracy_mean"]) == pytest.approx((20 + 22) / 2 / N_Q)
+    # t-interval over seeds 0.5 and 0.55: mean +- t_{0.975, 1} * s / sqrt(2), s / sqrt(2) = 0.025
+    assert float(uni["accuracy_ci95_high"]) - 0.525 == pytest.approx(12.706204736 * 0.025, rel=1e-6)
+    assert uni["rank_range"] == "8-8"
+    assert (uni["n_ok"], uni["n_failed"], uni["n_missing"]) == ("2", "1", "0")
+    assert by["proportional"]["rank_range"] == "4-16"
+    assert (by["proportional"]["n_ok"], by["proportional"]["n_missing"]) == ("2", "1")
+    assert by["random"]["n_missing"] == "1"  # job 8, expected by multirun.yaml, never started
+    base = by["none"]
+    assert base["accuracy_ci95_low"] == "n/a" and base["accuracy_per_seed"] == "s0 0.2500"
+    assert base["n_questions"] == "40"
+    assert "s0 [" in uni["wilson_per_run"] and "s1 [" in uni["wilson_per_run"]
+
+
+def test_missing_and_failed_jobs_are_listed(cli_run):
+    out, _ = cli_run
+    md = (out / "report.md").read_text()
+    section = md.split("## Missing and failed jobs")[1].split("## ")[0]
+    assert "2_uniform_full_s2" in section and "RuntimeError: CUDA out of memory" in section
+    assert "5_proportional_full_s2" in section and "no result.json" in section
+    assert "8_(no folder)" in section and "never started" in section
+    runs = read_csv(out / "runs.csv")
+    status = {r["job"]: r["status"] for r in runs}
+    assert status["2_uniform_full_s2"] == "failed"
+    assert status["5_proportional_full_s2"] == "missing"
+    assert status["8_(no folder)"] == "missing"
+    assert [r["strategy"] for r in runs if r["job"] == "8_(no folder)"] == ["random"]
+
+
+def test_concentration_statistics_match_the_construction(cli_run):
+    out, _ = cli_run
+    rows = read_csv(out / "stats.csv")
+    assert float(stat(rows, "uniform", "max_min_ratio")["value"]) == pytest.approx(2.0, abs=1e-12)
+    assert float(stat(rows, "uniform", "max_min_ratio", seed="s1")["value"]) == pytest.approx(2.0, abs=1e-12)
+    # top 30% of 10 layers = 3 layers: 2 + 2 + 2 of 13.5 (not 4 layers: 0.3 * 10 is 3.0000000000000004)
+    assert float(stat(rows, "uniform", "top30_share")["value"]) == pytest.approx(6 / 13.5, abs=1e-12)
+    x = U / U.sum()
+    gini = np.abs(x[:, None] - x[None, :]).sum() / (2 * L * L * x.mean())
+    assert float(stat(rows, "uniform", "gini")["value"]) == pytest.approx(gini, abs=1e-12)
+    assert float(stat(rows, "uniform", "cv")["value"]) == pytest.approx(U.std() / U.mean(), abs=1e-12)
+    # the same map restricted to q_proj, whose shape is the same in every layer
+    assert float(stat(rows, "uniform", "max_min_ratio", subset="q_proj")["value"]) == pytest.approx(2.0, abs=1e-12)
+    assert float(stat(rows, "uniform", "top30_share", subset="down_proj")["value"]) == pytest.approx(6 / 13.5)
+    # constant over steps: the early and late maps are equal
+    el = stat(rows, "uniform", "early_late_pearson")
+    assert float(el["value"]) == pytest.approx(1.0, abs=1e-12)
+    assert "first 2 vs last 2 of 8 steps" in el["note"]
+
+
+def test_module_shares_match_the_construction(cli_run):
+    out, _ = cli_run
+    rows = read_csv(out / "stats.csv")
+    assert float(stat(rows, "uniform", "share_attention", "modules")["value"]) == pytest.approx(0.4)
+    assert float(stat(rows, "uniform", "share_ffn", "modules")["value"]) == pytest.approx(0.6)
+    assert float(stat(rows, "random", "share_q_proj", "modules")["value"]) == pytest.approx(0.1)
+    assert float(stat(rows, "proportional", "share_gate_proj", "modules")["value"]) == pytest.approx(0.2)
+
+
+def test_amplification_and_rank_shift_correlation(cli_run):
+    out, _ = cli_run
+    rows = read_csv(out / "stats.csv")
+    for key in ("pearson", "spearman"):
+        pooled = stat(rows, "proportional", f"rank_shift_{key}", seed="pooled")
+        assert float(pooled["value"]) == pytest.approx(1.0, abs=1e-9)
+        assert float(pooled["ci_low"]) == pytest.approx(1.0, abs=1e-9)
+        assert pooled["n"] == "2"
+        assert float(stat(rows, "proportional", f"rank_shift_{key}", seed="s0")["value"]) == pytest.approx(1.0, abs=1e-9)
+    expected = (PROP_SHARE.max() / PROP_SHARE.min()) / 2.0
+    amp = stat(rows, "proportional", "amplification_max_min")
+    assert float(amp["value"]) == pytest.approx(expected, rel=1e-9)
+    assert amp["note"] == "vs uniform/full"
+    cv_ratio = (PROP_SHARE.std() / PROP_SHARE.mean()) / (U.std() / U.mean())
+    assert float(stat(rows, "proportional", "amplification_cv")["value"]) == pytest.approx(cv_ratio, rel=1e-9)
+    # random ranks and shifts are unrelated by construction: just defined, within [-1, 1]
+    r = float(stat(rows, "random", "rank_shift_pearson", seed="pooled")["value"])
+    assert -1 <= r <= 1
+
+
+def test_paired_mcnemar_and_bootstrap(cli_run):
+    out, _ = cli_run
+    rows = read_csv(out / "paired.csv")
+    row = next(r for r in rows if r["strategy"] == "proportional" and r["reference"] == "uniform/full"
+               and r["seeds"] == "s0 vs s0")
+    assert (row["b_reference_only"], row["c_strategy_only"], row["n_questions"]) == ("1", "7", "40")
+    p = 2 * sum(math.comb(8, k) for k in range(2)) / 2 ** 8
+    assert p == 0.0703125
+    assert float(row["mcnemar_p"]) == pytest.approx(p, abs=1e-12)
+    assert float(row["diff"]) == pytest.approx(6 / 40)
+    assert float(row["diff_low"]) <= 6 / 40 <= float(row["diff_high"])
+    same = next(r for r in rows if r["strategy"] == "proportional" and r["reference"] == "uniform/full"
+                and r["seeds"] == "s1 vs s1")
+    assert float(same["mcnemar_p"]) == 1.0 and float(same["diff"]) == 0.0
+    pooled = next(r for r in rows if r["strategy"] == "proportional" and r["reference"] == "uniform/full"
+                  and r["seeds"].startswith("pooled"))
+    assert (pooled["b_reference_only"], pooled["c_strategy_only"], pooled["n_pairs"]) == ("1", "7", "2")
+    assert float(pooled["mcnemar_p"]) == pytest.approx(p, abs=1e-12)
+    assert float(pooled["diff"]) == pytest.approx(6 / 40 / 2)
+    # vs the base model: one base evaluation serves every seed
+    base = [r for r in rows if r["strategy"] == "uniform" and r["reference"] == "none (base model)"]
+    assert {r["seeds"] for r in base} == {"s0 vs s0", "s1 vs s0", "pooled (2 pairs)"}
+    s0 = next(r for r in base if r["seeds"] == "s0 vs s0")
+    assert (s0["b_reference_only"], s0["c_strategy_only"]) == ("0", "10")
+    assert not [r for r in rows if r["strategy"] == "none"]
+
+
+def test_report_md_defines_statistics_and_names_wandb_panels(cli_run):
+    out, _ = cli_run
+    md = (out / "report.md").read_text()
+    for text in ("## Definitions", "ceil(0.3 L)", "max_l S(l) / min_l S(l)", "McNemar", "Which W&B panels to open",
+                 "grad_share/layer_XX", "grad_norm/layer_XX", "grad_share_module/<proj>", "eval/accuracy",
+                 "eval/ci_low", "`strategy` config key", rp.FIG1, rp.FIG2):
+        assert text in md, text
+
+
+def test_grad_cube_agrees_with_importance_module(sweeps):
+    a, _ = sweeps
+    raw = read_grad_records(a / "6_random_full_s0" / "grad_norms.parquet")
+    cube = rp.grad_cube(raw)
+    np.testing.assert_allclose(cube.importance(), importance(raw, "train"), rtol=1e-12)
+    np.testing.assert_allclose(cube.importance({"q_proj"}), importance(raw, "train", {"q_proj"}), rtol=1e-12)
+
+
+def test_expected_jobs_follow_hydras_basic_sweeper(sweeps):
+    a, _ = sweeps
+    expected, why = rp.expected_jobs(a)
+    assert why == ""
+    assert [(e["overrides"]["strategy"], e["overrides"]["seed"]) for e in expected] == [
+        (s, str(n)) for s in ("uniform", "proportional", "random") for n in range(3)]
+
+
+def test_partial_sweep_without_multirun_yaml(sweeps, tmp_path):
+    """Only job folders: the unfinished one is still listed, labelled from its folder name."""
+    a, _ = sweeps
+    part = tmp_path / "partial"
+    part.mkdir()
+    shutil.copytree(a / "0_uniform_full_s0", part / "0_uniform_full_s0")
+    (part / "1_proportional_full_s0").mkdir()
+    rep = rp.build([part], tmp_path / "out", use_wandb=False, progress=False)
+    missing = [j for j in rep.jobs if j.status == "missing"]
+    assert [(j.name, j.strategy, j.seed, j.model) for j in missing] == [("1_proportional_full_s0", "proportional", 0, MODEL)]
+    assert "1_proportional_full_s0" in rep.markdown
+    rows = read_csv(tmp_path / "out" / "table1.csv")
+    assert [(r["strategy"], r["n_ok"], r["n_missing"]) for r in rows] == [("uniform", "1", "0"), ("proportional", "0", "1")]
+
+
+def test_a_rerun_in_a_later_sweep_supersedes_the_failed_job(sweeps, tmp_path):
+    a, _ = sweeps
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    write_job(rerun, "0_uniform_full_s2", "uniform", 2, ranks=[8] * L, step_layer=constant(U, 0.3),
+              correct=set(range(21)))
+    rep = rp.build([a, rerun], tmp_path / "out", use_wandb=False, progress=False)
+    failed = next(j for j in rep.jobs if j.name == "2_uniform_full_s2")
+    assert failed.superseded_by and failed.superseded_by.endswith("rerun/0_uniform_full_s2")
+    uni = next(r for r in read_csv(tmp_path / "out" / "table1.csv") if r["strategy"] == "uniform")
+    assert uni["seeds"] == "s0 s1 s2" and uni["n_failed"] == "0"
+
+
+def test_wandb_offline_run_can_be_read_back(sweeps, tmp_path):
+    a, b = sweeps
+    out = tmp_path / "wandb_report"
+    proc = subprocess.run([sys.executable, "-m", "grpo_rank.report", str(a), str(b), "--out", str(out),
+                           "--wandb-report"],
+                          capture_output=True, text=True, cwd=ROOT, env=clean_env(tmp_path / "home"), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "W&B: offline run" in md, md.split("## W&B")[-1]
+    # --wandb-report cannot make a dashboard offline (or without wandb-workspaces) and says why in one line
+    assert "W&B dashboard: skipped" in md
+    files = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1, list(out.rglob("*"))
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    inspect = subprocess.run([str(wandb_bin), "leet", "inspect", "--json", str(files[0])], capture_output=True,
+                             text=True, env=clean_env(tmp_path / "home"), timeout=60)
+    assert inspect.returncode == 0, inspect.stderr
+    records = [json.loads(line) for line in inspect.stdout.splitlines() if line.strip().startswith("{")]
+    types = {r.get("type") for r in records}
+    assert types & {"history", "summary"}, types
+    text = inspect.stdout
+    assert "report/table1" in text and "report/fig1_uniform_grad_share" in text
