@@ -13,6 +13,7 @@ copy happens once per step, not once per parameter.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +68,7 @@ class GradNormProfiler(TrainerCallback):
         self._pending: list[tuple[int, torch.Tensor]] = []
         self.steps: list[int] = []
         self.norms: list[np.ndarray] = []
+        self.seconds = 0.0  # wall time spent in this callback: its overhead, reported by `make bench`
 
     def attach(self, model) -> None:
         self.params, self.meta = lora_adapters(model)
@@ -80,12 +82,16 @@ class GradNormProfiler(TrainerCallback):
             self.attach(model)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        t = time.perf_counter()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         norms = torch.stack(torch._foreach_norm(grads)).float()  # one kernel launch group, stays on device
         self._pending.append((state.global_step + 1, norms))
+        self.seconds += time.perf_counter() - t
 
     def on_step_end(self, args, state, control, **kwargs):
+        t = time.perf_counter()
         self.flush()
+        self.seconds += time.perf_counter() - t
 
     def on_train_end(self, args, state, control, **kwargs):
         self.flush()

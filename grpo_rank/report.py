@@ -148,7 +148,11 @@ def _sweep_defaults(sweep: Path) -> dict:
     import yaml
 
     cfg = yaml.safe_load(path.read_text()) or {}
-    name = lambda key: (cfg.get(key) or {}).get("name") if isinstance(cfg.get(key), dict) else None  # noqa: E731
+
+    def name(key: str) -> str | None:
+        node = cfg.get(key)
+        return node.get("name") if isinstance(node, dict) else None
+
     return {"strategy": name("strategy"), "budget": name("budget"), "model": name("model"), "task": name("task"),
             "seed": cfg.get("seed")}
 
@@ -208,6 +212,12 @@ def _job_from_result(sweep: Path, folder: Path) -> Job:
                budget_fraction=ident.get("budget_fraction"))
 
 
+def _job_number(folder: str) -> int | None:
+    """Hydra's job number, the folder name's leading `<num>_`; None for other names."""
+    head = folder.split("_")[0]
+    return int(head) if head.isdigit() else None
+
+
 def discover(sweep: Path) -> tuple[list[Job], list[str]]:
     """Every job of one sweep folder, finished or not, without reading gradients yet; and notes."""
     notes: list[str] = []
@@ -218,7 +228,7 @@ def discover(sweep: Path) -> tuple[list[Job], list[str]]:
     folders = sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")
                       and p.name not in ("report", "wandb")
                       and ((p / RESULT).exists() or (p / ".hydra").is_dir() or JOB_DIR.match(p.name))),
-                     key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else 1 << 30, p.name))
+                     key=lambda p: (_job_number(p.name) is None, _job_number(p.name) or 0, p.name))
     for folder in folders:
         if (folder / RESULT).exists():
             try:
@@ -244,7 +254,7 @@ def discover(sweep: Path) -> tuple[list[Job], list[str]]:
         if why != "no multirun.yaml":
             notes.append(f"{sweep}: {why}; only job folders are listed")
     else:
-        nums = {int(p.name.split("_")[0]) for p in folders if p.name.split("_")[0].isdigit()}
+        nums = {_job_number(p.name) for p in folders} - {None}
         if folders and not nums:
             notes.append(f"{sweep}: job folders are not named <job number>_...; jobs that never started "
                          "cannot be matched to multirun.yaml")
@@ -277,7 +287,8 @@ def load(sweeps: list[Path], progress: bool = True) -> tuple[list[Job], list[str
         found, more = discover(sweep)
         jobs += found
         notes += more
-    for job in tqdm([j for j in jobs if j.status == "ok"], desc="loading jobs", unit="job",
+    _dedupe(jobs, notes)
+    for job in tqdm([j for j in jobs if j.status == "ok" and j.superseded_by is None], desc="loading jobs", unit="job",
                     disable=not progress, file=sys.stderr):
         try:
             raw = job.record.grads
@@ -290,7 +301,6 @@ def load(sweeps: list[Path], progress: bool = True) -> tuple[list[Job], list[str
             notes.append(f"{job.where}: no {PHASE}-phase gradient records")
         if not job.outcomes:
             notes.append(f"{job.where}: no {OUTCOMES}; left out of the paired tests")
-    _dedupe(jobs, notes)
     return jobs, notes
 
 
@@ -330,7 +340,7 @@ def arms_of(jobs: list[Job]) -> dict[tuple, list[Job]]:
         out[job.arm].append(job)
     fractions = {arm: next((j.budget_fraction for j in js if j.budget_fraction is not None), None)
                  for arm, js in out.items()}
-    return {arm: sorted(out[arm], key=lambda j: (j.seed is None, j.seed))
+    return {arm: sorted(out[arm], key=lambda j: (j.seed is None, j.seed or 0))
             for arm in sorted(out, key=lambda a: arm_sort_key(a, fractions[a]))}
 
 
@@ -528,7 +538,9 @@ def stats_rows(jobs: list[Job], early: float = 0.25, late: float = 0.25) -> list
 
 def _aligned(ref: Job, other: Job) -> tuple[list, np.ndarray, np.ndarray]:
     """Question ids both jobs answered, in the reference's order, and each job's correctness on them."""
-    key = lambda o: str(o.get("id", o.get("index")))  # noqa: E731
+    def key(o: dict) -> str:
+        return str(o.get("id", o.get("index")))
+
     mine = {key(o): bool(o.get("correct")) for o in other.outcomes}
     ids = [key(o) for o in ref.outcomes if key(o) in mine]
     theirs = {key(o): bool(o.get("correct")) for o in ref.outcomes}
@@ -660,9 +672,12 @@ def figure2(jobs: list[Job], path: Path) -> None:
                           and len(j.ranks) == mine.shape[1]], dtype=float)
         ax2 = ax.twinx()
         if ranks.size:
-            ax2.bar(x, ranks.mean(axis=0), color="tab:green", alpha=0.25, label=f"allocated rank ({arm[2]})",
-                    yerr=(ranks.mean(axis=0) - ranks.min(axis=0), ranks.max(axis=0) - ranks.mean(axis=0))
-                    if len(ranks) > 1 else None, ecolor="tab:green", capsize=2)
+            mean = ranks.mean(axis=0)
+            varies = bool(np.ptp(ranks, axis=0).any())  # random ranks differ by seed; profiled ones may not
+            ax2.bar(x, mean, color="tab:green", alpha=0.25,
+                    label=f"allocated rank ({arm[2]}, mean{', min-max' if varies else ''} over seeds)",
+                    yerr=(mean - ranks.min(axis=0), ranks.max(axis=0) - mean) if varies else None,
+                    ecolor="tab:green", capsize=2)
             ax2.set_ylabel("LoRA rank")
         ax.set_zorder(ax2.get_zorder() + 1)  # the lines over the bars
         ax.patch.set_visible(False)
@@ -692,9 +707,9 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
 def md_table(headers: list[str], rows: list[list]) -> str:
     if not rows:
         return "_none_\n"
-    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(esc(v) for v in r) + " |" for r in rows]
+    # a pipe inside a cell would end it early
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -729,7 +744,7 @@ DEFINITIONS = """\
   (> 1: the re-allocated run's gradients are more uneven than the uniform run's).
 - **rank-shift correlation**: per layer, shift = share under the strategy - share under uniform (same
   seed), correlated with the layer's allocated rank (Pearson, Spearman). Pooled over the (seed, layer)
-  pairs; its interval resamples seeds (all S^S resamples when S <= 6), given for >= 2 seeds and crude
+  pairs; its interval resamples seeds (all S^S resamples when S <= 4), given for >= 2 seeds and crude
   for 2-3. Since a LoRA matrix's gradient norm grows with its size, part of any positive correlation
   is the rank itself; compare the same-shape statistics and the module shares.
 - **module shares**: each projection type's norm summed over layers, averaged over steps, divided by
@@ -898,7 +913,7 @@ def log_wandb(out: Path, jobs: list[Job], sweeps: list[Path], tables: dict[str, 
                 sink.image(f"report/{key}", path)
             sink.summary(summary)
             run_dir = Path(sink.run_dir).parent if sink.run_dir else out / "wandb"
-            url = getattr(sink.run, "url", None)
+            url = sink.run.url if mode == "online" else None  # offline runs have none and warn when asked
             sink.finish()
             if sink.error:
                 line = f"W&B: logging failed ({sink.error}); the local report is complete."

@@ -7,7 +7,8 @@ Partial credit keeps a weak model's groups from being all-equal (zero advantage,
 - format: 0.2 for each of the four tags present once and 0.2 for a number anywhere (the answer is a
   number), 1.0 for the whole format in order;
 - correctness: 1.0 for the right number inside <answer>, 0.5 for the right number as the last number
-  of an untagged reply, 0 otherwise.
+  of an untagged reply, 0.25 for the right number anywhere else in the reply (it was computed, then
+  not given as the answer), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def is_correct(prediction: str | None, gold: str) -> bool:
 
 
 def format_score(text: str) -> float:
-    if FORMAT_RE.match(text):
+    once = [text.count(t) == 1 for t in TAGS]
+    if all(once) and FORMAT_RE.match(text):
         return 1.0
-    return 0.2 * sum(text.count(t) == 1 for t in TAGS) + 0.2 * bool(NUMBER_RE.search(text))
+    return 0.2 * sum(once) + 0.2 * bool(NUMBER_RE.search(text))
 
 
 def format_reward(completions, **kwargs) -> list[float]:
@@ -76,9 +78,11 @@ def format_reward(completions, **kwargs) -> list[float]:
 
 def correctness_score(text: str, gold: str) -> float:
     ex = extract_answer(text)
-    if not is_correct(ex.answer, gold):
-        return 0.0
-    return 1.0 if ex.tagged else 0.5
+    if is_correct(ex.answer, gold):
+        return 1.0 if ex.tagged else 0.5
+    if any(is_correct(n, gold) for n in set(NUMBER_RE.findall(text)) - {ex.answer}):
+        return 0.25
+    return 0.0
 
 
 def correctness_reward(completions, answer, **kwargs) -> list[float]:

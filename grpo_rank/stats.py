@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as sps
 
 TOP_FRACTION = 0.3
+# up to this many seeds the seed bootstrap enumerates all S^S resamples (4^4 = 256, a fraction of a second)
+EXACT_BOOTSTRAP_SEEDS = 4
 
 
 def _vector(values) -> np.ndarray:
@@ -248,8 +249,9 @@ def seed_bootstrap_correlation(xs: Sequence, ys: Sequence, n_resamples: int = 20
     `xs[s]`, `ys[s]` are seed s's per-layer vectors (e.g. allocated rank and shift in gradient share).
     The seeds, not the layers, are resampled with replacement (layers within a seed are not independent
     draws) and the pooled correlation is recomputed; the interval is the percentile interval of those
-    values. With up to 6 seeds every one of the S^S equally likely resamples is enumerated (the exact
-    bootstrap distribution, no randomness); with more, scipy.stats.bootstrap draws `n_resamples`.
+    values. With up to 4 seeds every one of the S^S equally likely resamples is enumerated (the exact
+    bootstrap distribution, no randomness); with more, `n_resamples` draws from a seeded generator.
+    Resamples whose pooled vectors are constant (NaN correlation) are left out.
     With fewer than 2 seeds the interval is NaN. With 2-3 seeds it is a crude range, not a calibrated
     95% interval: read it as "how much the answer moves between seeds".
     """
@@ -262,25 +264,19 @@ def seed_bootstrap_correlation(xs: Sequence, ys: Sequence, n_resamples: int = 20
     xs = [_vector(x) for x in xs]
     ys = [_vector(y) for y in ys]
 
-    def stat(idx, key):
-        chosen = [int(i) for i in np.atleast_1d(idx)]
-        return pooled_correlation([xs[i] for i in chosen], [ys[i] for i in chosen])[key]
-
-    alpha = (1 - confidence) / 2
+    # resampled here rather than by scipy.stats.bootstrap, which can neither enumerate the S^S resamples
+    # of a few seeds nor skip the NaN of a constant resample
     n = len(xs)
+    if n <= EXACT_BOOTSTRAP_SEEDS:
+        draws = list(itertools.product(range(n), repeat=n))
+    else:
+        draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n)).tolist()
+    resampled = [pooled_correlation([xs[i] for i in d], [ys[i] for i in d]) for d in draws]
+    alpha = (1 - confidence) / 2
     for key in keys:
-        if n <= 6:
-            dist = np.array([stat(np.array(c), key) for c in itertools.product(range(n), repeat=n)])
-            dist = dist[np.isfinite(dist)]
-            lo, hi = (np.quantile(dist, [alpha, 1 - alpha]) if dist.size else (math.nan, math.nan))
-        else:
-            with warnings.catch_warnings():
-                # a resample drawing one seed over and over can make a vector constant: NaN, skipped
-                warnings.simplefilter("ignore", RuntimeWarning)
-                res = sps.bootstrap((np.arange(n),), lambda idx: stat(idx, key), vectorized=False,
-                                    n_resamples=n_resamples, confidence_level=confidence,
-                                    method="percentile", rng=np.random.default_rng(seed))
-            lo, hi = res.confidence_interval.low, res.confidence_interval.high
+        dist = np.array([r[key] for r in resampled])
+        dist = dist[np.isfinite(dist)]
+        lo, hi = np.quantile(dist, [alpha, 1 - alpha]) if dist.size else (math.nan, math.nan)
         out[f"{key}_low"], out[f"{key}_high"] = float(lo), float(hi)
     return out
 

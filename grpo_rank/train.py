@@ -77,6 +77,7 @@ class TrainOutcome:
     grads: dict[str, np.ndarray]
     built_params: int
     log_rows: list[dict] = field(default_factory=list)
+    profiler_seconds: float = 0.0
 
     @property
     def nonzero_spread_fraction(self) -> float | None:
@@ -140,4 +141,4 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     built = lora.verify(trainer.model, sites, ranks, planned)  # before a single step is spent
     profiler.attach(trainer.model)
     trainer.train()
-    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows)
+    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows, profiler.seconds)

@@ -407,3 +407,27 @@ def test_wandb_offline_run_can_be_read_back(sweeps, tmp_path):
     assert types & {"history", "summary"}, types
     text = inspect.stdout
     assert "report/table1" in text and "report/fig1_uniform_grad_share" in text
+    summary = {}
+    for r in records:
+        if r.get("type") == "summary":
+            summary.update(r["summary"].get("update") or {})
+    assert summary["accuracy/uniform_full"] == pytest.approx(0.525)
+    assert summary["max_min_ratio/uniform_full"] == pytest.approx(2.0)
+    run = next(r["run"] for r in records if r.get("type") == "run")
+    assert run["job_type"] == "report" and run["project"] == "grpo-rank-test"
+    # the jobs' groups are per strategy x budget, so the report gets a group named after its sweep
+    assert run["run_group"] == "sweep-2025-01-01-10-00-00"
+
+
+def test_a_wandb_failure_does_not_fail_the_report(sweeps, tmp_path):
+    """A real failure, not a mock: W&B cannot create its folder because a file is in the way."""
+    a, _ = sweeps
+    out = tmp_path / "blocked"
+    out.mkdir()
+    (out / "wandb").write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "grpo_rank.report", str(a), "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env=clean_env(tmp_path / "home"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "W&B: not logged" in md
+    assert (out / "table1.csv").is_file() and (out / rp.FIG2).is_file()

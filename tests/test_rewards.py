@@ -16,6 +16,8 @@ CASES = [
     ("<answer>18.0</answer>", "18", 0.6, 1.0),  # trailing .0
     ("So she makes 18 dollars.", "18", 0.2, 0.5),  # right, untagged: half credit
     ("I am not sure.", "18", 0.0, 0.0),  # unparseable
+    ("9 + 9 = 18, so the answer is 20", "18", 0.2, 0.25),  # computed the right number, answered another
+    ("<think>9+9=18</think><answer>20</answer>", "18", 1.0, 0.25),
     ("<answer>eighteen</answer>", "18", 0.4, 0.0),  # words are not parsed as numbers
     ("<answer>__import__('os').system('rm -rf /')</answer>", "18", 0.4, 0.0),  # looks like code: parsed, never run
     ("<answer>open('x').read()</answer>", "0", 0.4, 0.0),

