@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -224,6 +225,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # transformers 5 renames (gradient -> activation checkpointing) warn on every step; not ours to fix
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         typed = to_typed(cfg)
         validate(typed)

@@ -67,7 +67,9 @@ def test_proportional_matches_eq3_when_no_clip_binds():
 def test_clipped_mass_goes_to_the_other_layers():
     # one dominant layer is capped at r_max; the budget still sums exactly
     ranks = proportional([100, 1, 1, 1], 128, B)
-    assert ranks[0] == 64 and sum(ranks) == 128 and ranks[1] == ranks[2] == ranks[3]
+    assert ranks[0] == 64 and sum(ranks) == 128
+    # 64 left for three equal layers: 21.3 each, so two get 20 and the first (lowest index) 24
+    assert ranks[1:] == [24, 20, 20]
 
 
 @settings(max_examples=200, deadline=None)
