@@ -1,5 +1,6 @@
-"""The used-by sweep as a user runs it: a real Hydra multirun of the tiny model into a temp dir, one
-result.json per job, and the offline W&B runs read back with `wandb leet inspect --json`."""
+"""The used-by sweep as a user runs it: a real Hydra multirun of the tiny model into a temp dir (3
+strategies x 2 seeds), one result.json per job, the offline W&B runs read back with
+`wandb leet inspect --json`, and the cross-run report built from it."""
 
 from __future__ import annotations
 
@@ -30,18 +31,20 @@ def wandb_records(job_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("sweep")
-    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0",
+    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0,1",
                     "tracking.mode=offline", f"hydra.sweep.dir={root}/multirun"], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "multirun", proc
 
 
-def job_dirs(sweep_dir: Path) -> dict[str, Path]:
-    return {load_job(p.parent).result["job"]["strategy"]: p.parent for p in sweep_dir.glob("*/result.json")}
+def job_dirs(sweep_dir: Path, seed: int = 0) -> dict[str, Path]:
+    jobs = [load_job(p.parent) for p in sweep_dir.glob("*/result.json")]
+    return {j.result["job"]["strategy"]: j.path for j in jobs if j.result["job"]["seed"] == seed}
 
 
 def test_one_result_per_job(sweep):
     sweep_dir, _ = sweep
+    assert len(list(sweep_dir.glob("*/result.json"))) == 6
     jobs = job_dirs(sweep_dir)
     assert sorted(jobs) == sorted(STRATEGIES)
     for strategy, path in jobs.items():
@@ -99,3 +102,26 @@ def test_dry_run_prints_the_allocation_and_trains_nothing(sweep, tmp_path):
     assert f"{res['params']['planned']:,} trainable LoRA parameters" in proc.stdout
     assert res["profile"]["source"] == "from_run" and res["train"] is None
     assert not (tmp_path / "dry" / "grad_norms.parquet").exists()
+
+
+def test_report_on_the_real_sweep(sweep, tmp_path):
+    from matplotlib.image import imread
+
+    sweep_dir, _ = sweep
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep_dir, partial, ignore=shutil.ignore_patterns("wandb"))
+    lost = job_dirs(partial, seed=1)["random"]
+    (lost / "result.json").unlink()  # a job that died before recording
+    proc = run_cli(["grpo_rank.report", str(partial), "--no-wandb"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = partial / "report"
+    for fig in ("fig1_uniform_grad_share.png", "fig2_amplification.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert imread(out / fig).std() > 0.01, f"{fig} is one flat colour"
+    import csv
+
+    rows = list(csv.DictReader((out / "table1.csv").open()))
+    assert sorted(r["strategy"] for r in rows) == sorted(STRATEGIES)
+    md = (out / "report.md").read_text()
+    assert lost.name in md and "Missing and failed jobs" in md
+    assert "Table 1" in proc.stdout
