@@ -101,6 +101,9 @@ class GRPOSettings:
     vllm_mode: str = "colocate"
     gradient_checkpointing: bool = False
     logging_steps: int = 1
+    # a checkpoint (adapter, optimizer, scheduler, RNG, gradient records) every N optimizer steps, so a
+    # killed or preempted job resumes instead of restarting; 0 saves none
+    save_steps: int = 25
 
 
 @dataclass
@@ -108,6 +111,9 @@ class ProfileSettings:
     steps: int = 3  # uniform-rank GRPO steps whose gradients define the importance S(l)
     # a finished job folder whose recorded gradients serve as the importance profile
     from_run: str | None = None
+    # computed profiles, shared by every job (and Slurm node) that needs the same one; a relative path
+    # is taken from the directory the sweep was launched in
+    cache_dir: str = "multirun/.profiles"
 
 
 @dataclass
@@ -138,6 +144,8 @@ class RunConfig:
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    # rerun a job even when its folder already holds a finished result of this config
+    force: bool = False
     # where converted model weights are cached between runs
     cache_dir: str = "${oc.env:GRPO_RANK_CACHE,${oc.env:HOME}/.cache/grpo_rank}"
 
@@ -205,6 +213,8 @@ def validate(cfg: RunConfig) -> None:
               f"set grpo.per_device_batch_size to a multiple of {g.num_generations}")
     if g.steps < 1:
         _fail("grpo.steps", g.steps, "must be >= 1", "set grpo.steps=4")
+    if g.save_steps < 0:
+        _fail("grpo.save_steps", g.save_steps, "must be >= 0", "set grpo.save_steps=25, or 0 for no checkpoints")
     if len(g.reward_weights) != 2:
         _fail("grpo.reward_weights", g.reward_weights, "needs two weights: [format, correctness]",
               "e.g. grpo.reward_weights=[0.5,1.0]")

@@ -8,6 +8,10 @@ A job folder (one Hydra job dir) holds:
   matrix's gradient before clipping, the module's rank and LoRA scaling. phase is "train" or "profile".
 - `train_log.jsonl`: TRL's per-step log (reward, reward_std, frac_reward_zero_std, loss, ...).
 - `eval_outcomes.jsonl`: one line per evaluated question: index, gold, prediction, correct, parsed.
+- `runs.jsonl`: one line per event of each launch of this job: started (with the step it resumed from,
+  host and Slurm ids), then finished, skipped or failed. A relaunched or requeued job adds lines.
+- `trainer_train/checkpoint-N/`: while the job trains, its last checkpoints (see checkpoint.py);
+  removed once the job has finished.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ RESULT = "result.json"
 GRADS = "grad_norms.parquet"
 TRAIN_LOG = "train_log.jsonl"
 OUTCOMES = "eval_outcomes.jsonl"
+RUNS = "runs.jsonl"
 
 GRAD_COLUMNS = ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")
 
@@ -82,11 +87,28 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
         line = line.strip()
-        if line:
+        if not line:
+            continue
+        try:
             rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # a job killed mid-append leaves half a last line: not a record
+                break
+            raise
     return rows
+
+
+def replace_phase_rows(path: Path, phase: str, rows: list[dict]) -> None:
+    """Rewrite a jsonl log so that its rows of `phase` are exactly `rows`: a resumed phase drops what a
+    killed attempt logged after its checkpoint, so no step appears twice."""
+    write_jsonl(path, [r for r in read_jsonl(path) if r.get("phase") != phase] + list(rows))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
 
 
 @dataclass

@@ -4,9 +4,12 @@
     python -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2   # the sweep
     python -m grpo_rank.run strategy=proportional dry_run=true profile.from_run=<job dir>
     python -m grpo_rank.run -m experiment=paper strategy=none,uniform,proportional,random seed=0,1,2
+    python -m grpo_rank.run -m hydra/launcher=slurm strategy=uniform,proportional,random seed=0,1,2
 
 Each job writes result.json, grad_norms.parquet, train_log.jsonl and eval_outcomes.jsonl into its
-Hydra job folder (see records.py) and mirrors them to one W&B run.
+Hydra job folder (see records.py) and mirrors them to one W&B run. Launched again into the same folder
+(the same command with the same hydra.sweep.dir, or a Slurm requeue), a finished job is skipped
+(`force=true` reruns it) and an unfinished one resumes from its last checkpoint (`grpo.save_steps`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -34,8 +38,10 @@ def identity(cfg: RunConfig, job_dir: Path) -> dict:
     """W&B identity from the config: the group is the config without the seed, so dashboards average
     over seeds by themselves; the name says strategy, budget and seed."""
     d = asdict(cfg)
-    for k in ("tracking", "dry_run", "cache_dir"):
+    for k in ("tracking", "dry_run", "cache_dir", "force"):
         d.pop(k)
+    d["profile"].pop("cache_dir")  # where profiles are kept and how often to checkpoint change no result
+    d["grpo"].pop("save_steps")
     config_hash = _hash(d)
     no_seed = dict(d)
     no_seed.pop("seed")
@@ -47,6 +53,15 @@ def identity(cfg: RunConfig, job_dir: Path) -> dict:
         # stable per job folder and config, so a relaunch of the same job resumes the same W&B run
         "run_id": _hash({"dir": str(job_dir.resolve()), "config": config_hash})[:16],
     }
+
+
+def one_line(exc: BaseException) -> str:
+    """An error in one line, named by its root cause: library wrappers put the reason in the cause."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    line = f"{type(root).__name__}: {root}".splitlines()[0]
+    return line if root is exc else f"{line} (raised as {type(exc).__name__})"
 
 
 def _hash(obj) -> str:
@@ -90,8 +105,8 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
     from . import lora, models
     from .evaluate import evaluate
     from .importance import importance as importance_of
-    from .profile import from_run, profile_key
-    from .records import GRADS, OUTCOMES, RESULT, write_grad_records, write_json
+    from .profile import Profile, ProfileCache, from_run, profile_key
+    from .records import GRADS, OUTCOMES, RESULT, TRAIN_LOG, replace_phase_rows, write_grad_records, write_json
     from .tasks import load_split, prompt_dataset
     from .tracking import WandbSink
     from .train import train
@@ -141,17 +156,30 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
             else:
                 uniform_ranks = allocate("uniform", total=cfg.lora.r * n_layers, bounds=bounds,
                                          num_layers=n_layers, r=cfg.lora.r)
-                log.info("profiling: %d GRPO steps at uniform rank %d", cfg.profile.steps, cfg.lora.r)
-                prof = train(model, tokenizer, train_set, uniform_ranks, cfg, phase="profile",
-                             steps=cfg.profile.steps, job_dir=job_dir,
-                             on_step=Streamer(sink, "profile").step, on_log=Streamer(sink, "profile").log)
-                grads.append(prof.grads)
-                importance = importance_of(prof.grads, "profile").tolist()
-                result["profile"] = {"source": "profiled", "hash": profile_key(cfg), "steps": cfg.profile.steps,
-                                     "path": str((job_dir / GRADS).resolve()),
-                                     "nonzero_spread_fraction": prof.nonzero_spread_fraction}
-                del prof
-                model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)  # a clean base model
+                key = profile_key(cfg, uniform_ranks)
+
+                def compute(work_dir: Path) -> Profile:
+                    log.info("profiling: %d GRPO steps at uniform rank %d", cfg.profile.steps, cfg.lora.r)
+                    prof = train(model, tokenizer, train_set, uniform_ranks, cfg, phase="profile",
+                                 steps=cfg.profile.steps, job_dir=job_dir, output_dir=work_dir,
+                                 on_step=Streamer(sink, "profile").step, on_log=Streamer(sink, "profile").log)
+                    return Profile(prof.grads, prof.log_rows, {
+                        "steps": cfg.profile.steps, "nonzero_spread_fraction": prof.nonzero_spread_fraction,
+                        "computed_by": str(job_dir.resolve()), "resumed_from_step": prof.resumed_from})
+
+                cache = ProfileCache(cfg.profile.cache_dir)
+                profile, source = cache.get_or_compute(key, compute)
+                grads.append(profile.grads)
+                importance = importance_of(profile.grads, "profile").tolist()
+                result["profile"] = {"source": source, "hash": key, "steps": cfg.profile.steps,
+                                     "path": str(cache.entry(key).resolve()), "sha256": profile.sha256,
+                                     "computed_by": profile.meta.get("computed_by"),
+                                     "resumed_from_step": profile.meta.get("resumed_from_step"),
+                                     "nonzero_spread_fraction": profile.meta.get("nonzero_spread_fraction")}
+                if source == "profiled":
+                    model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)  # a clean base model
+                # the job's log holds its profile either way, so a job folder reads the same from either source
+                replace_phase_rows(job_dir / TRAIN_LOG, "profile", profile.log_rows)
             lap("profile")
 
         # 3. allocate: pure math from importance and budget to per-layer ranks
@@ -184,7 +212,8 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
             model = out.model
             result["params"]["built"] = out.built_params
             result["train"] = {"steps": cfg.grpo.steps, "nonzero_spread_fraction": out.nonzero_spread_fraction,
-                               "importance": importance_of(out.grads, "train").tolist()}
+                               "importance": importance_of(out.grads, "train").tolist(),
+                               "resumed_from_step": out.resumed_from}
             sink.summary({"params/trainable": out.built_params,
                           "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
         lap("train")
@@ -205,7 +234,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
         return result
     except Exception as exc:
         result["status"] = "failed"
-        result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        result["error"] = one_line(exc)
         (job_dir / "error.txt").write_text(traceback.format_exc())
         raise
     finally:
@@ -223,6 +252,9 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .sweep import finished_detail, finished_result, record
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # transformers 5 renames (gradient -> activation checkpointing) warn on every step; not ours to fix
@@ -233,8 +265,38 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"grpo-rank: config error: {exc}", file=sys.stderr)
         sys.exit(2)
-    job_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = run_job(typed, job_dir, OmegaConf.to_container(cfg, resolve=True))
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    # a relative cache is the launch directory's, also for a job that Slurm starts elsewhere
+    cache = Path(typed.profile.cache_dir)
+    typed.profile.cache_dir = str(cache if cache.is_absolute() else Path(hc.runtime.cwd) / cache)
+    ident = identity(typed, job_dir)
+
+    if not typed.force and finished_result(job_dir, ident["config_hash"]) is not None:
+        record(job_dir, "skipped", detail="result.json holds a finished run of this config (force=true reruns it)")
+        print(f"{ident['name']}: skipped, already finished -> {job_dir}")
+        return
+    if typed.force:  # a forced rerun starts afresh rather than resuming an earlier attempt
+        for folder in job_dir.glob("trainer_*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    record(job_dir, "started")
+    try:
+        result = run_job(typed, job_dir, OmegaConf.to_container(cfg, resolve=True))
+    except Exception as exc:
+        record(job_dir, "failed", detail=one_line(exc))
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # the traceback is in error.txt and this job's log; the sweep goes on and its summary says failed
+        log.error("job %s failed; the other jobs go on", job_dir, exc_info=True)
+        return
+    except BaseException as exc:  # killed from inside Python (Slurm preemption, Ctrl-C): resumable later
+        record(job_dir, "interrupted", detail=type(exc).__name__)
+        raise
+    if result["status"] == "dry_run":
+        record(job_dir, "dry_run", detail="allocation only, nothing trained")
+        return
+    record(job_dir, "finished", detail=finished_detail(result))
+    shutil.rmtree(job_dir / "trainer_train", ignore_errors=True)  # checkpoints are done with once recorded
     ev = result.get("eval") or {}
     if ev:
         print(f"{result['job']['name']}: accuracy {ev['accuracy']:.3f} "

@@ -3,8 +3,9 @@ at uniform rank, or the main run at the allocated ranks) and returns its gradien
 
 TRL's defaults that do not fit here are overridden in `grpo_args`: bf16 only on a GPU that has it,
 our learning rate (TRL's 1e-6 is too low for LoRA), gradient checkpointing off unless asked for, no
-trainer-side clipping (done after profiling, see profiler.py), no checkpoints, no reporting (we stream
-to W&B ourselves so the run identity is ours).
+trainer-side clipping (done after profiling, see profiler.py), no reporting (we stream to W&B ourselves
+so the run identity is ours), and checkpoints every `grpo.save_steps` steps that a relaunch of the same
+job resumes from (checkpoint.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import lora
+from . import checkpoint, lora
 from .config import RunConfig
+from .profile import profile_key
 from .profiler import ClipGradients, GradNormProfiler
-from .records import TRAIN_LOG, append_jsonl
+from .records import TRAIN_LOG, append_jsonl, replace_phase_rows
 from .rewards import correctness_reward, format_reward
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,9 @@ def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
         use_vllm=vllm,
         vllm_mode=g.vllm_mode,
         logging_steps=g.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if g.save_steps else "no",
+        save_steps=g.save_steps or 500,  # unused when save_strategy is "no"
+        save_total_limit=2,  # the newest may be torn by a kill mid-save; the one before is then resumed
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -78,6 +82,7 @@ class TrainOutcome:
     built_params: int
     log_rows: list[dict] = field(default_factory=list)
     profiler_seconds: float = 0.0
+    resumed_from: int | None = None  # the checkpoint step this phase resumed from, if it did
 
     @property
     def nonzero_spread_fraction(self) -> float | None:
@@ -92,6 +97,12 @@ class LogSink:
 
     def __init__(self, path: Path, phase: str, on_log: Callable | None):
         self.path, self.phase, self.on_log, self.rows = path, phase, on_log, []
+
+    def start(self, rows: list[dict]) -> None:
+        """The phase begins with `rows` (a checkpoint's, or none): what an earlier attempt logged past
+        them is dropped from the file."""
+        self.rows[:] = rows
+        replace_phase_rows(self.path, self.phase, rows)
 
     def callback(self):
         from transformers import TrainerCallback
@@ -112,11 +123,13 @@ class LogSink:
 
 
 def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, phase: str, steps: int,
-          job_dir: Path, on_step: Callable | None = None, on_log: Callable | None = None,
-          callbacks: Sequence = ()) -> TrainOutcome:
+          job_dir: Path, output_dir: Path | None = None, on_step: Callable | None = None,
+          on_log: Callable | None = None, callbacks: Sequence = ()) -> TrainOutcome:
     """Train LoRA at `ranks` for `steps` GRPO steps; raises LoraBuildError if PEFT builds another plan.
 
-    Extra `callbacks` run after the profiler and before the clip, so they too see the raw gradients.
+    Checkpoints go to `output_dir` (default `<job_dir>/trainer_<phase>`); when it already holds a complete
+    checkpoint of this same phase, training resumes from it. Extra `callbacks` run after the profiler and
+    before the clip, so they too see the raw gradients.
     """
     from transformers import set_seed
     from trl import GRPOTrainer
@@ -127,18 +140,27 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     profiler = GradNormProfiler(phase=phase, on_step=on_step)
     clipper = ClipGradients(cfg.grpo.max_grad_norm)
     logs = LogSink(job_dir / TRAIN_LOG, phase, on_log)
+    output_dir = Path(output_dir or job_dir / f"trainer_{phase}")
+    fingerprint = profile_key(cfg, ranks, steps)  # what determines this phase: a checkpoint of another is no use
+    resume = checkpoint.latest(output_dir, fingerprint)
+    resumed_from, rows = checkpoint.restore(resume, profiler) if resume else (None, [])
+    logs.start(rows)
+    if resume:
+        log.info("%s: resuming from %s (step %d of %d)", phase, resume, resumed_from, steps)
     set_seed(cfg.seed)  # TRL wraps the model (random LoRA A init) before the Trainer seeds itself
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[format_reward, correctness_reward],
-        args=grpo_args(cfg, job_dir / f"trainer_{phase}", steps),
+        args=grpo_args(cfg, output_dir, steps),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[profiler, *callbacks, clipper, logs.callback()],  # order matters: profile, then clip
+        # order matters: profile, then clip; the records are saved with each checkpoint
+        callbacks=[profiler, *callbacks, clipper, logs.callback(),
+                   checkpoint.SaveRecords(profiler, logs.rows, fingerprint, phase)],
     )
     clipper.accelerator = trainer.accelerator
     built = lora.verify(trainer.model, sites, ranks, planned)  # before a single step is spent
     profiler.attach(trainer.model)
-    trainer.train()
-    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows, profiler.seconds)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows, profiler.seconds, resumed_from)
