@@ -122,7 +122,7 @@ class Job:
         return alloc.get("ranks")
 
     @property
-    def eval(self) -> dict:
+    def evaluation(self) -> dict:
         return (self.result or {}).get("eval") or {}
 
     @property
@@ -391,13 +391,13 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
         done = arms.get(arm, [])
         mine = [j for j in jobs if j.arm == arm and j.superseded_by is None]
         ranks = [r for j in done for r in (j.ranks or [])]
-        accs = [j.eval["accuracy"] for j in done if "accuracy" in j.eval]
+        accs = [j.evaluation["accuracy"] for j in done if "accuracy" in j.evaluation]
         mean, lo, hi = stats.t_interval(accs) if accs else (math.nan, math.nan, math.nan)
         params = sorted({j.params for j in done if j.params is not None})
-        ns = sorted({j.eval.get("n") for j in done if j.eval.get("n") is not None})
+        ns = sorted({j.evaluation.get("n") for j in done if j.evaluation.get("n") is not None})
         wilson = []
         for j in done:
-            ev = j.eval
+            ev = j.evaluation
             if "ci_low" in ev and "ci_high" in ev:
                 w = (ev["ci_low"], ev["ci_high"])
             elif "correct" in ev and "n" in ev:
@@ -405,7 +405,7 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
             else:
                 continue
             wilson.append(f"{_seed_label(j)} {_interval(*w)}")
-        pfr = [j.eval["parse_failure_rate"] for j in done if "parse_failure_rate" in j.eval]
+        pfr = [j.evaluation["parse_failure_rate"] for j in done if "parse_failure_rate" in j.evaluation]
         model, task, strategy, budget = arm
         rows.append({
             "model": model, "task": task, "strategy": strategy, "budget": budget,
@@ -415,7 +415,7 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
             "rank_total": "; ".join(sorted({str(sum(j.ranks)) for j in done if j.ranks})),
             "trainable_params": "-".join(str(p) for p in (params[:1] + params[-1:] if len(params) > 1 else params)),
             "seeds": " ".join(_seed_label(j) for j in done),
-            "accuracy_per_seed": "; ".join(f"{_seed_label(j)} {j.eval['accuracy']:.4f}" for j in done if "accuracy" in j.eval),
+            "accuracy_per_seed": "; ".join(f"{_seed_label(j)} {j.evaluation['accuracy']:.4f}" for j in done if "accuracy" in j.evaluation),
             "accuracy_mean": mean if accs else "",
             "accuracy_ci95_low": lo if len(accs) >= 2 else "n/a",
             "accuracy_ci95_high": hi if len(accs) >= 2 else "n/a",
@@ -434,7 +434,7 @@ def run_rows(jobs: list[Job]) -> list[dict]:
     """Every job found or expected, one row each, with its status."""
     rows = []
     for j in jobs:
-        ev, ranks = j.eval, j.ranks
+        ev, ranks = j.evaluation, j.ranks
         train = (j.result or {}).get("train") or {}
         rows.append({
             "sweep": str(j.sweep), "job": j.name, "status": j.status, "detail": j.detail,

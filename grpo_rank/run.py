@@ -106,7 +106,8 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
     from .evaluate import evaluate
     from .importance import importance as importance_of
     from .profile import Profile, ProfileCache, from_run, profile_key
-    from .records import GRADS, OUTCOMES, RESULT, TRAIN_LOG, replace_phase_rows, write_grad_records, write_json
+    from .records import (GRADS, OUTCOMES, RESULT, TRAIN_LOG, replace_phase_rows, write_grad_records, write_json,
+                          write_jsonl)
     from .tasks import load_split, prompt_dataset
     from .tracking import WandbSink
     from .train import train
@@ -224,11 +225,10 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None) -> dict
         ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
                       max_new_tokens=cfg.eval.max_new_tokens)
         result["eval"] = ev.summary(cfg.eval.split)
-        from .records import atomic_write_text
-
-        atomic_write_text(job_dir / OUTCOMES, "".join(json.dumps(o) + "\n" for o in ev.outcomes))
-        sink.log({f"eval/{k}": v for k, v in result["eval"].items() if isinstance(v, (int, float))})
-        sink.summary({f"eval/{k}": v for k, v in result["eval"].items() if isinstance(v, (int, float))})
+        write_jsonl(job_dir / OUTCOMES, ev.outcomes)
+        eval_metrics = {f"eval/{k}": v for k, v in result["eval"].items() if isinstance(v, (int, float))}
+        sink.log(eval_metrics)
+        sink.summary(eval_metrics)
         lap("eval")
         result["status"] = "ok"
         return result
