@@ -81,8 +81,11 @@ class LoraSettings:
     r_min: int = 4
     r_max: int = 64
     multiple: int = 4
-    # rsLoRA scales by alpha/sqrt(r) instead of alpha/r: a control for the rank-moves-gradient-norm artefact
+    # Controls for the scaling artefact (with fixed alpha, ||grad B|| ~ alpha/sqrt(r), so moving rank
+    # alone moves gradient norms). rsLoRA scales by alpha/sqrt(r) instead of alpha/r; alpha_mode=per_rank
+    # gives every module alpha * r(l) / lora.r, i.e. the uniform run's scaling alpha/r on every layer.
     use_rslora: bool = False
+    alpha_mode: str = "fixed"  # fixed (the study) | per_rank
 
 
 @dataclass
@@ -197,6 +200,8 @@ def validate(cfg: RunConfig) -> None:
     if lo.r_min % lo.multiple or lo.r_max % lo.multiple:
         _fail("lora.multiple", lo.multiple, f"r_min={lo.r_min} and r_max={lo.r_max} must be multiples of it",
               "choose bounds that are multiples of lora.multiple")
+    if lo.alpha_mode not in ("fixed", "per_rank"):
+        _fail("lora.alpha_mode", lo.alpha_mode, "unknown mode", "use fixed or per_rank")
     if not lo.target_modules:
         _fail("lora.target_modules", lo.target_modules, "is empty", "list at least one projection, e.g. [q_proj]")
     unknown = [t for t in lo.target_modules if t not in ALL_PROJECTIONS]

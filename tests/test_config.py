@@ -71,6 +71,7 @@ def test_wrong_type_fails_at_compose(override):
     (["strategy=proportional", "dry_run=true"], "profile.from_run"),
     (["task=gsm8k", "task.hub_id=null"], "task.path"),
     (["tracking.mode=cloud"], "tracking.mode"),
+    (["lora.alpha_mode=sqrt"], "lora.alpha_mode"),
     (["strategy.name=greedy"], "strategy.name"),
 ])
 def test_cross_field_errors_name_the_field(overrides, field):

@@ -83,3 +83,20 @@ def test_qwen2_5_1_5b_uniform_r32_is_36_929_536():
     hf = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                      num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
     assert lora.meta_build(hf, [32] * 28, LoraSettings(r=32)) == 36_929_536
+
+
+@pytest.mark.parametrize("mode", ["fixed", "per_rank"])
+def test_alpha_mode_sets_the_scaling(tiny, mode):
+    """fixed: scaling alpha/r moves with each layer's rank; per_rank: every layer keeps alpha/lora.r."""
+    from peft import get_peft_model
+
+    model, _ = models.load(ModelConfig(name="tiny", source="tiny", tiny=TinyModelConfig()), "/nonexistent", 0)
+    settings = LoraSettings(r=8, alpha=16.0, alpha_mode=mode)
+    ranks = collision_plan(12)
+    sites = lora.find_sites(model, ALL7)
+    peft_model = get_peft_model(model, lora.lora_config(sites, ranks, settings))
+    modules = dict(peft_model.named_modules())
+    for s in sites:
+        scaling = modules[f"base_model.model.{s.name}"].scaling["default"]
+        expected = 16.0 / 8 if mode == "per_rank" else 16.0 / ranks[s.layer]
+        assert scaling == pytest.approx(expected), s.name
