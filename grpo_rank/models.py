@@ -8,28 +8,16 @@ under a file lock, so concurrent jobs neither collide nor read half a copy.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import logging
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ModelConfig
+from .records import file_lock
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def torch_dtype(name: str):

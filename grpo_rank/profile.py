@@ -32,8 +32,8 @@ import numpy as np
 
 from .config import RunConfig
 from .importance import importance
-from .records import (GRADS, TRAIN_LOG, atomic_write_text, load_job, read_grad_records, read_jsonl, write_grad_records,
-                      write_jsonl)
+from .records import (GRADS, TRAIN_LOG, append_jsonl, atomic_write_text, file_lock, load_job, read_grad_records,
+                      read_jsonl, write_grad_records, write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,6 @@ class ProfileCache:
         hit = self.load(key)
         if hit is not None:
             return hit, "cache"
-        from .models import file_lock
-
         with file_lock(self.root / f"{key}.lock"):
             hit = self.load(key)  # another job computed it while this one waited for the lock
             if hit is not None:
@@ -164,8 +162,7 @@ class ProfileCache:
     def _count(self, key: str, event: str, profile: Profile, seconds: float) -> None:
         row = {"key": key, "event": event, "computed_by": profile.meta.get("computed_by"),
                "host": socket.gethostname(), "pid": os.getpid(), "seconds": round(seconds, 3), "time": time.time()}
-        with open(self.root / "computations.jsonl", "a") as f:  # one short O_APPEND write: lines never interleave
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(self.root / "computations.jsonl", row)  # one short O_APPEND write: lines never interleave
 
 
 def from_run(path: str | Path) -> tuple[list[float], dict]:
@@ -186,5 +183,5 @@ def from_run(path: str | Path) -> tuple[list[float], dict]:
     imp = importance(grads, phase).tolist()
     steps = int(len(np.unique(grads["step"][grads["phase"] == phase])))
     info = {"source": "from_run", "path": str(Path(path).resolve()), "phase": phase, "steps": steps,
-            "hash": job.result.get("profile", {}) and job.result["profile"].get("hash")}
+            "hash": (job.result.get("profile") or {}).get("hash")}
     return imp, info

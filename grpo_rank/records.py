@@ -16,8 +16,10 @@ A job folder (one Hydra job dir) holds:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,19 @@ OUTCOMES = "eval_outcomes.jsonl"
 RUNS = "runs.jsonl"
 
 GRAD_COLUMNS = ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock on `path` (created if missing), across processes and, on a shared filesystem
+    with working locks, across nodes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
