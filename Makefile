@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 SWEEP   ?= $(shell ls -d multirun/20*/* 2>/dev/null | sort | tail -n 1)
 ARGS    ?=
 
-.PHONY: help setup sweep run test test-slow bench report clean
+.PHONY: help setup sweep run test test-slow bench bench-quick report status clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,11 +32,22 @@ test: setup ## the default test suite (a few minutes on 2 cores)
 test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the sweep on Slurm (local-slurm.sh start first)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: setup ## profiler overhead and grpo-rank step vs plain TRL+PEFT, as ratios measured in one run
+bench: setup ## speed and memory, as ratios measured in one run: training step, answer checker, report at scale, parallel jobs
+	$(PY) -m grpo_rank.bench_answers
+	$(PY) -m grpo_rank.bench_report
+	$(PY) -m grpo_rank.bench_parallel
 	$(PY) -m grpo_rank.bench $(ARGS)
+
+bench-quick: setup ## the same benchmarks at smoke size (a few minutes)
+	$(PY) -m grpo_rank.bench_answers
+	$(PY) -m grpo_rank.bench_report --jobs 3 30 --steps 100
+	$(PY) -m grpo_rank.bench model=tiny steps=3
 
 report: setup ## cross-run report of the newest sweep (or SWEEP=multirun/<date>/<time>)
 	$(PY) -m grpo_rank.report $(SWEEP) $(ARGS)
+
+status: setup ## one line per job of the newest sweep (or SWEEP=...): finished, running (step k of n, ETA), queued, failed
+	$(PY) -m grpo_rank.status $(SWEEP) $(ARGS)
 
 clean: ## remove caches (not the sweeps under multirun/)
 	rm -rf .pytest_cache .hypothesis **/__pycache__

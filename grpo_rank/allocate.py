@@ -13,6 +13,12 @@ multiples of `multiple`, with two changes that keep the total exactly on budget:
 - rounding is by largest remainder, not to nearest: each layer gets floor(c * S(l)) units and the units
   left over go one each to the layers with the largest fractional parts (ties: higher importance,
   then lower layer index). This keeps ranks monotone in importance.
+
+The two controls carry no gradient information and differ in what they hold fixed:
+- random: the study's control, ranks in [r/2, 3r/2] (16-48 at r=32) in multiples of `multiple`, drawn
+  uniformly from every rank vector in those bounds that meets the budget exactly (see random_ranks);
+- shuffled: the proportional arm's own ranks, permuted by the seed: the same multiset of ranks (same
+  spread, same parameter count), placed without regard to which layer earned them.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .errors import InputError
+from .result import Allocation
 
-class AllocationError(ValueError):
+
+class AllocationError(InputError):
     """The profile or budget cannot yield a valid allocation; the message says why."""
 
 
@@ -35,14 +44,22 @@ class Bounds:
 
 
 def budget_total(r: int, num_layers: int, fraction: float, multiple: int) -> int:
-    """The total rank of a budget: `fraction` of r on every layer, rounded to a multiple."""
+    """The total rank of a budget: `fraction` of r on every layer.
+
+    The full budget (fraction 1) is the uniform arm's, exactly r * num_layers whatever r is, so the
+    capacity curve's r=1 and r=2 (no multiples of 4) keep their true total; a strategy that cannot
+    split it in multiples of `multiple` says so. A reduced budget is rounded to the nearest multiple.
+    """
+    if fraction == 1:
+        return r * num_layers
     return multiple * round(r * num_layers * fraction / multiple)
 
 
 def check_feasible(num_layers: int, total: int, bounds: Bounds) -> None:
     lo, hi, m = bounds.r_min, bounds.r_max, bounds.multiple
     if total % m:
-        raise AllocationError(f"total rank {total} is not a multiple of {m}")
+        raise AllocationError(f"total rank {total} is not a multiple of {m}: at budget.fraction=1 the budget is "
+                              f"lora.r * layers, so choose a lora.r that is a multiple of lora.multiple={m}")
     if not num_layers * lo <= total <= num_layers * hi:
         raise AllocationError(
             f"total rank {total} cannot be split over {num_layers} layers with ranks in [{lo}, {hi}]: "
@@ -119,12 +136,69 @@ def uniform(num_layers: int, total: int, bounds: Bounds, r: int | None = None) -
     return proportional([1.0] * num_layers, total, bounds)
 
 
+def random_bounds(num_layers: int, total: int, bounds: Bounds) -> tuple[int, int]:
+    """The random arm's rank range: [c/2, 3c/2] around the mean rank c = total / num_layers (16-48 at
+    r=32, the study's), narrowed to multiples of `multiple` inside [r_min, r_max]. Raises when no rank
+    vector in that range meets the budget."""
+    m = bounds.multiple
+    mean = total / num_layers
+    # integer arithmetic: ceil(mean / 2) and floor(3 * mean / 2) in multiples of m, exact for any total
+    lo = max(bounds.r_min, m * -(-total // (2 * num_layers * m)))
+    hi = min(bounds.r_max, m * (3 * total // (2 * num_layers * m)))
+    if not (lo <= hi and num_layers * lo <= total <= num_layers * hi):
+        raise AllocationError(
+            f"lora.r: strategy=random needs ranks in [{mean / 2:g}, {3 * mean / 2:g}] (half to 1.5x the mean rank "
+            f"{mean:g}) in multiples of lora.multiple={m} within [{bounds.r_min}, {bounds.r_max}] summing to {total}, "
+            f"and none do; use a mean rank of at least {2 * m} (raise lora.r or budget.fraction) "
+            f"or lower lora.multiple")
+    check_feasible(num_layers, total, bounds)  # lo and hi lie inside the bounds; this checks the multiple
+    return lo, hi
+
+
+def _count_table(num_layers: int, units: int, span: int) -> list[list[int]]:
+    """ways[n][u]: how many vectors of n integers in [0, span] sum to u (exact big integers)."""
+    ways = [[0] * (units + 1) for _ in range(num_layers + 1)]
+    ways[0][0] = 1
+    for n in range(1, num_layers + 1):
+        prev, row = ways[n - 1], ways[n]
+        for u in range(units + 1):
+            row[u] = sum(prev[u - k] for k in range(min(span, u) + 1))
+    return ways
+
+
 def random_ranks(num_layers: int, total: int, bounds: Bounds, seed: int) -> list[int]:
-    """The control arm: importance drawn uniformly at random from the seed, then allocated proportionally,
-    so the ranks spread over the same bounds and budget as a real profile's."""
+    """The control arm: ranks drawn uniformly from all vectors in random_bounds(...) that sum to `total`.
+
+    Drawn exactly, with no rejection loop: a table counts the completions of every partial sum, and each
+    layer's rank is drawn in turn with probability proportional to the number of ways the remaining
+    layers can still meet the budget. Every valid vector is equally likely, so every layer has the same
+    marginal; at the full budget the range is symmetric about the mean rank r, and that marginal is close
+    to uniform over the range (16, 20, ..., 48 at r=32, each about 1/9), conditioned on the exact sum.
+    """
+    lo, hi = random_bounds(num_layers, total, bounds)
+    m = bounds.multiple
+    span, units = (hi - lo) // m, (total - num_layers * lo) // m  # units above lo to place, each in [0, span]
+    ways = _count_table(num_layers, units, span)
     rng = random.Random(f"grpo-rank/random-ranks/{seed}")  # a string seed is stable across Python versions
-    weights = [rng.random() + 1e-12 for _ in range(num_layers)]
-    return proportional(weights, total, bounds)
+    ranks = []
+    for n in range(num_layers, 0, -1):
+        pick = rng.randrange(ways[n][units])  # a uniform index into the valid completions from here
+        for k in range(min(span, units) + 1):
+            if pick < ways[n - 1][units - k]:
+                break
+            pick -= ways[n - 1][units - k]
+        ranks.append(lo + m * k)
+        units -= k
+    return ranks
+
+
+def shuffled_ranks(importance: Sequence[float], total: int, bounds: Bounds, seed: int) -> list[int]:
+    """The proportional arm's ranks in a seeded random order: the same ranks, no gradient information
+    about where they go. A permutation can leave equal ranks in place, so for few distinct ranks some
+    seeds return the proportional ranks themselves."""
+    ranks = proportional(importance, total, bounds)
+    random.Random(f"grpo-rank/shuffled-ranks/{seed}").shuffle(ranks)
+    return ranks
 
 
 @dataclass(frozen=True)
@@ -149,6 +223,10 @@ STRATEGIES: dict[str, Strategy] = {
     "random": Strategy(
         needs_profile=False, trains=True,
         allocate=lambda importance, num_layers, total, bounds, seed, r: random_ranks(num_layers, total, bounds, seed)),
+    "shuffled": Strategy(
+        needs_profile=True, trains=True,
+        allocate=lambda importance, num_layers, total, bounds, seed, r:
+            shuffled_ranks(importance, total, bounds, seed)),
 }
 
 
@@ -175,6 +253,16 @@ def allocate(
     if importance is not None and len(importance) != num_layers:
         raise AllocationError(f"importance has {len(importance)} layers, the model has {num_layers}")
     return spec.allocate(importance, num_layers, total, bounds, seed, r)
+
+
+def plan(strategy: str, importance: Sequence[float] | None, *, r: int, num_layers: int, fraction: float,
+         bounds: Bounds, seed: int) -> Allocation:
+    """The allocation stage: the budget of `fraction` of r on every layer, split by `strategy`."""
+    total = budget_total(r, num_layers, fraction, bounds.multiple)
+    ranks = allocate(strategy, importance, total=total, bounds=bounds, num_layers=num_layers, seed=seed, r=r)
+    return Allocation(ranks=list(ranks or []), total=sum(ranks or []), budget_total=total, r_min=bounds.r_min,
+                      r_max=bounds.r_max, multiple=bounds.multiple, num_layers=num_layers,
+                      importance=[float(v) for v in importance] if importance is not None else None)
 
 
 def lora_param_count(shapes: dict[str, tuple[int, int]], ranks: Sequence[int]) -> int:

@@ -20,7 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
+from hydra import compose, initialize_config_dir
+from peft import LoraConfig
+from transformers import TrainerCallback, set_seed
+from trl import GRPOTrainer
+
+from . import models
+from .config import to_typed, validate
+from .tasks import load_split, prompt_dataset
+from .train import grpo_args, reward_functions, train
 
 
 class StepTimer(TrainerCallback):
@@ -35,10 +43,6 @@ class StepTimer(TrainerCallback):
 
 
 def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from .config import to_typed, validate
-
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = to_typed(compose(config_name="config", overrides=overrides))
@@ -48,18 +52,11 @@ def _compose(overrides: list[str]):
 
 def plain_trl_step_times(cfg, model, tok, data, steps: int, out: Path) -> list[float]:
     """The reference: TRL + PEFT as a user would script it, no grpo-rank code in the loop."""
-    from peft import LoraConfig
-    from transformers import set_seed
-    from trl import GRPOTrainer
-
-    from .rewards import correctness_reward, format_reward
-    from .train import grpo_args
-
     args = grpo_args(cfg, out, steps)
     args.max_grad_norm = cfg.grpo.max_grad_norm  # the trainer clips, as usual
     timer = StepTimer()
     set_seed(cfg.seed)
-    trainer = GRPOTrainer(model=model, reward_funcs=[format_reward, correctness_reward], args=args,
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(cfg.grpo), args=args,
                           train_dataset=data, processing_class=tok,
                           peft_config=LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                                                  lora_dropout=cfg.lora.dropout,
@@ -71,8 +68,6 @@ def plain_trl_step_times(cfg, model, tok, data, steps: int, out: Path) -> list[f
 
 def ours_step_times(cfg, model, tok, data, steps: int, out: Path) -> tuple[list[float], float]:
     """The real pipeline's train(); the profiler times its own handlers."""
-    from .train import train
-
     timer = StepTimer()
     ranks = [cfg.lora.r] * model.config.num_hidden_layers
     result = train(model, tok, data, ranks, cfg, phase="train", steps=steps, job_dir=out, callbacks=[timer])
@@ -80,9 +75,6 @@ def ours_step_times(cfg, model, tok, data, steps: int, out: Path) -> tuple[list[
 
 
 def main(argv: list[str]) -> None:
-    from . import models
-    from .tasks import load_split, prompt_dataset
-
     opts = {"steps": 3, "repeats": 2}
     overrides = []
     for a in argv:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from .records import read_jsonl, write_json, write_jsonl
+from .records import atomic_write_bytes, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +45,7 @@ class SaveRecords(TrainerCallback):
         buf = io.BytesIO()
         norms = np.stack(self.profiler.norms) if self.profiler.norms else np.zeros((0, len(self.profiler.meta)))
         np.savez(buf, steps=np.asarray(self.profiler.steps, dtype=np.int64), norms=norms)
-        tmp = folder / f".{NORMS}.tmp{os.getpid()}"
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, folder / NORMS)
+        atomic_write_bytes(folder / NORMS, buf.getvalue())
         write_jsonl(folder / LOGS, self.log_rows)
         # last: its presence says everything above (and the Trainer's files before it) is complete
         write_json(folder / STATE, {"step": state.global_step, "phase": self.phase, "fingerprint": self.fingerprint})
@@ -79,11 +76,6 @@ def latest(output_dir: Path, fingerprint: str) -> Path | None:
         log.warning("ignoring checkpoint %s: incomplete, or written by another config", folder)
         shutil.rmtree(folder, ignore_errors=True)
     return None
-
-
-def clear(output_dir: Path) -> None:
-    for _, folder in checkpoints(output_dir):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def restore(folder: Path, profiler) -> tuple[int, list[dict]]:

@@ -1,61 +1,116 @@
 """Typed configuration: the dataclass schemas behind every YAML in conf/.
 
 `conf/config.yaml` starts from the `grpo_rank_schema` node registered here, so every group file
-(model/, task/, strategy/, budget/, experiment/) is merged into a closed, typed structure: a misspelt
-key or a wrong type fails at compose time with Hydra's own message. `to_typed` converts the composed
-DictConfig to these dataclasses once, at the entry point; nothing below it sees a DictConfig.
-`validate` then checks the cross-field rules Hydra cannot express, before any model loads.
+(model/, task/, strategy/, budget/, rewards/, experiment/) is merged into a closed, typed structure:
+a misspelt key or a wrong type fails at compose time. `to_typed` converts the composed DictConfig to
+these dataclasses once, at the entry point; nothing below it sees a DictConfig. `validate` then checks
+every value, before any model or data loads (preflight.py checks files, folders and budgets next).
+
+Every leaf field is declared with `setting(default, affects, valid=...)` (fields.py): `affects` says
+once which results it changes (`JOB_AND_PROFILE`, `JOB_ONLY`, `NO_RESULT`), and `result_payload(cfg,
+"job" | "profile")` keeps exactly those, for the run identity and the profile cache key; `valid` is
+its own rule: a numeric range, or the keys of the registry the value picks from (allocate.STRATEGIES,
+tasks.TASKS, rewards.REWARDS, models.LOADERS) or an Enum's values. Rules between fields are `validate`'s.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .allocate import STRATEGIES
+from .errors import InputError
+from .fields import (JOB_ONLY, NO_RESULT, NonEmpty, OneOf, Range, above, at_least, broken_fields,
+                     payload, setting)
+from .models import LOADERS
+from .rewards import REWARDS
+from .tasks import TASKS
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad setting, reported in one line that names the field and the fix."""
+
+    kind = "config error"
+
+
+# Closed choices that have no registry of their own elsewhere.
+class TinyArch(Enum):
+    LLAMA = "llama"
+    QWEN2 = "qwen2"
+
+
+class DType(Enum):
+    AUTO = "auto"  # bf16 on a GPU that supports it, else fp32
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class AlphaMode(Enum):
+    FIXED = "fixed"  # the study
+    PER_RANK = "per_rank"
+
+
+class VllmMode(Enum):  # TRL's GRPOConfig.vllm_mode
+    COLOCATE = "colocate"
+    SERVER = "server"
+
+
+class TrackingMode(Enum):
+    AUTO = "auto"  # online when an API key is found, else offline
+    ONLINE = "online"
+    OFFLINE = "offline"
+    DISABLED = "disabled"
+
+
+NAME = NonEmpty()
+COUNT = at_least(1)
 
 
 @dataclass
 class TinyModelConfig:
     # 12+ layers so that layer 1 and layers 10-19 coexist: the PEFT regex-key collision needs both.
-    arch: str = "llama"  # llama | qwen2
-    num_layers: int = 12
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    vocab_size: int = 512  # size of the BPE tokenizer trained in-process
+    arch: str = setting("llama", valid=OneOf(TinyArch, "architecture"))
+    num_layers: int = setting(12, valid=COUNT)
+    hidden_size: int = setting(64, valid=COUNT)
+    intermediate_size: int = setting(128, valid=COUNT)
+    num_heads: int = setting(4, valid=COUNT)
+    num_kv_heads: int = setting(2, valid=COUNT)
+    # size of the BPE tokenizer trained in-process; the 256 bytes and 3 special tokens come first
+    vocab_size: int = setting(512, valid=at_least(259))
 
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    source: str = MISSING  # gguf_package | hub | tiny
+    name: str = setting(MISSING, valid=NAME)
+    source: str = setting(MISSING, valid=OneOf(lambda: list(LOADERS), "model source"))
     # hub id or local folder (source=hub); folder override for the GGUF (source=gguf_package)
-    path: str | None = None
-    gguf_package: str | None = None  # a pip package whose folder holds gguf_file
-    gguf_file: str | None = None
-    dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    path: str | None = setting(None)
+    gguf_package: str | None = setting(None)  # a pip package whose folder holds gguf_file
+    gguf_file: str | None = setting(None)
+    dtype: str = setting("auto", valid=OneOf(DType, "dtype"))
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING  # gsm8k | arithmetic
-    hub_id: str | None = None
-    hub_config: str | None = None
-    path: str | None = None  # folder with train.jsonl/test.jsonl; wins over hub_id
-    train_size: int | None = None  # None: all of the split
+    name: str = setting(MISSING, valid=OneOf(TASKS, "task"))
+    hub_id: str | None = setting(None)
+    hub_config: str | None = setting(None)
+    path: str | None = setting(None)  # folder with train.jsonl/test.jsonl; wins over hub_id
+    train_size: int | None = setting(None, valid=COUNT)  # None: all of the split
     # arithmetic task only: difficulty knobs
-    max_operand: int = 20
-    max_ops: int = 1
-    system_prompt: str = (
+    max_operand: int = setting(20, valid=at_least(2))
+    max_ops: int = setting(1, valid=COUNT)  # 2: half the problems take two steps
+    system_prompt: str = setting(
         "Think briefly, then give only the final number. Reply exactly in this format: "
         "<think>your reasoning</think><answer>the number</answer>"
     )
@@ -63,75 +118,79 @@ class TaskConfig:
 
 @dataclass
 class StrategyConfig:
-    name: str = MISSING  # none | uniform | proportional | random
+    name: str = setting(MISSING, JOB_ONLY, valid=OneOf(STRATEGIES, "strategy"))
 
 
 @dataclass
 class BudgetConfig:
-    name: str = MISSING
-    fraction: float = 1.0  # of the uniform total rank, r * num_layers
+    name: str = setting(MISSING, JOB_ONLY, valid=NAME)
+    # of the uniform total rank, r * num_layers; preflight checks it fits [r_min, r_max] on every layer
+    fraction: float = setting(1.0, JOB_ONLY, valid=above(0))
 
 
 @dataclass
 class LoraSettings:
-    r: int = 8  # the uniform rank; the budget is r * num_layers * budget.fraction
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
-    r_min: int = 4
-    r_max: int = 64
-    multiple: int = 4
+    r: int = setting(8, valid=COUNT)  # the uniform rank; the budget is r * num_layers * budget.fraction
+    alpha: float = setting(16.0, valid=above(0))
+    dropout: float = setting(0.0, valid=Range(0, 1, hi_open=True))
+    target_modules: list[str] = setting(factory=lambda: list(ALL_PROJECTIONS))
+    # the allocation bounds reach a profile only through its ranks
+    r_min: int = setting(4, JOB_ONLY, valid=COUNT)
+    r_max: int = setting(64, JOB_ONLY, valid=COUNT)
+    multiple: int = setting(4, JOB_ONLY, valid=COUNT)
     # Controls for the scaling artefact (with fixed alpha, ||grad B|| ~ alpha/sqrt(r), so moving rank
     # alone moves gradient norms). rsLoRA scales by alpha/sqrt(r) instead of alpha/r; alpha_mode=per_rank
     # gives every module alpha * r(l) / lora.r, i.e. the uniform run's scaling alpha/r on every layer.
-    use_rslora: bool = False
-    alpha_mode: str = "fixed"  # fixed (the study) | per_rank
+    use_rslora: bool = setting(False)
+    alpha_mode: str = setting("fixed", valid=OneOf(AlphaMode, "alpha mode"))
 
 
 @dataclass
 class GRPOSettings:
-    steps: int = 4
-    num_generations: int = 4
-    per_device_batch_size: int = 8  # completions per micro-batch
-    grad_accum: int = 1
-    beta: float = 0.05
-    learning_rate: float = 5e-5
-    max_completion_length: int = 48
-    max_grad_norm: float = 1.0
-    temperature: float = 1.0
-    reward_weights: list[float] = field(default_factory=lambda: [0.5, 1.0])  # format, correctness
-    use_vllm: str = "auto"  # auto: only when a GPU and vllm are both present | true | false
-    vllm_mode: str = "colocate"
-    gradient_checkpointing: bool = False
-    logging_steps: int = 1
+    steps: int = setting(4, JOB_ONLY, valid=COUNT)  # the profile has its own, profile.steps
+    num_generations: int = setting(4, valid=at_least(2))  # GRPO compares >= 2 completions per prompt
+    per_device_batch_size: int = setting(8, valid=COUNT)  # completions per micro-batch
+    grad_accum: int = setting(1, valid=COUNT)
+    beta: float = setting(0.05, valid=at_least(0))
+    learning_rate: float = setting(5e-5, valid=above(0))
+    max_completion_length: int = setting(48, valid=COUNT)
+    max_grad_norm: float = setting(1.0, valid=at_least(0))
+    temperature: float = setting(1.0, valid=above(0))
+    # reward name (rewards.REWARDS) -> weight; the set comes from the `rewards` group (rewards=partial)
+    rewards: dict[str, float] = setting(factory=dict)
+    use_vllm: bool | None = setting(None)  # None: only when a GPU and vllm are both present
+    vllm_mode: str = setting("colocate", valid=OneOf(VllmMode, "vLLM mode"))
+    gradient_checkpointing: bool = setting(False)
+    logging_steps: int = setting(1, JOB_ONLY, valid=COUNT)
     # a checkpoint (adapter, optimizer, scheduler, RNG, gradient records) every N optimizer steps, so a
-    # killed or preempted job resumes instead of restarting; 0 saves none
-    save_steps: int = 25
+    # killed or preempted job resumes instead of restarting; 0 saves none. Resuming changes no result.
+    save_steps: int = setting(25, NO_RESULT, valid=at_least(0))
 
 
 @dataclass
 class ProfileSettings:
-    steps: int = 3  # uniform-rank GRPO steps whose gradients define the importance S(l)
+    # uniform-rank GRPO steps whose gradients define the importance S(l)
+    steps: int = setting(3, JOB_ONLY, valid=at_least(0))
     # a finished job folder whose recorded gradients serve as the importance profile
-    from_run: str | None = None
+    from_run: str | None = setting(None, JOB_ONLY)
     # computed profiles, shared by every job (and Slurm node) that needs the same one; a relative path
     # is taken from the directory the sweep was launched in
-    cache_dir: str = "multirun/.profiles"
+    cache_dir: str = setting("multirun/.profiles", NO_RESULT, valid=NAME)
 
 
 @dataclass
 class EvalSettings:
-    split: str = "test"
-    n: int | None = 32  # None: the whole split
-    batch_size: int = 32
-    max_new_tokens: int = 64
+    split: str = setting("test", JOB_ONLY)  # one of the task's splits (tasks.TASKS[...].splits)
+    n: int | None = setting(32, JOB_ONLY, valid=COUNT)  # None: the whole split
+    batch_size: int = setting(32, JOB_ONLY, valid=COUNT)
+    max_new_tokens: int = setting(64, JOB_ONLY, valid=COUNT)
 
 
 @dataclass
 class TrackingSettings:
-    project: str = "grpo-rank"
-    entity: str | None = None
-    mode: str = "auto"  # auto: online when an API key is found, else offline | online | offline | disabled
+    project: str = setting("grpo-rank", NO_RESULT, valid=NAME)
+    entity: str | None = setting(None, NO_RESULT)
+    mode: str = setting("auto", NO_RESULT, valid=OneOf(TrackingMode, "tracking mode"))
 
 
 @dataclass
@@ -140,17 +199,19 @@ class RunConfig:
     task: TaskConfig = MISSING
     strategy: StrategyConfig = MISSING
     budget: BudgetConfig = MISSING
-    seed: int = 0
-    dry_run: bool = False
+    seed: int = setting(0, valid=Range(0, 2**32 - 1))  # numpy's seeding takes [0, 2**32)
+    dry_run: bool = setting(False, NO_RESULT)
     lora: LoraSettings = field(default_factory=LoraSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     # rerun a job even when its folder already holds a finished result of this config
-    force: bool = False
+    force: bool = setting(False, NO_RESULT)
+    # torch CPU threads of this job; None: its share of the cores, from the launcher (threads.py)
+    threads: int | None = setting(None, NO_RESULT, valid=COUNT)
     # where converted model weights are cached between runs
-    cache_dir: str = "${oc.env:GRPO_RANK_CACHE,${oc.env:HOME}/.cache/grpo_rank}"
+    cache_dir: str = setting("${oc.env:GRPO_RANK_CACHE,${oc.env:HOME}/.cache/grpo_rank}", NO_RESULT, valid=NAME)
 
 
 def register_configs() -> None:
@@ -161,14 +222,21 @@ def register_configs() -> None:
 register_configs()
 
 
-MODEL_SOURCES = ("gguf_package", "hub", "tiny")
-TASKS = ("gsm8k", "arithmetic")
-STRATEGIES = ("none", "uniform", "proportional", "random")
-TRACKING_MODES = ("auto", "online", "offline", "disabled")
+def result_payload(cfg: RunConfig, scope: str) -> dict:
+    """The settings that change a result, nested like the config: scope "job" (the run identity: skip,
+    resume and the W&B group hash it) or "profile" (a uniform-rank profiling phase's gradients; the
+    profile key adds the ranks and steps). A part none of whose fields count is left out."""
+    return payload(cfg, scope)
 
 
 def to_typed(cfg: DictConfig) -> RunConfig:
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    """The composed config as RunConfig; ConfigError for a value left missing (???) or unresolvable."""
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"{key}: {reason}; set {key}=<value> (or pick a config group option)") from None
 
 
 def _fail(field_name: str, value, problem: str, fix: str) -> None:
@@ -176,64 +244,67 @@ def _fail(field_name: str, value, problem: str, fix: str) -> None:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Cross-field rules, checked before any model or data loads. Raises ConfigError."""
-    m, g, lo = cfg.model, cfg.grpo, cfg.lora
-    if m.source not in MODEL_SOURCES:
-        _fail("model.source", m.source, "unknown source", f"use one of {', '.join(MODEL_SOURCES)}")
+    """Every field's own rule, then the rules between fields; before any model or data loads.
+    Raises ConfigError (an InputError): one line naming the field and the fix."""
+    for name, value, problem, fix in broken_fields(cfg):
+        _fail(name, value, problem, fix)
+    m, t, lo, g = cfg.model, cfg.task, cfg.lora, cfg.grpo
     if m.source == "hub" and not m.path:
         _fail("model.path", m.path, "a hub model needs a hub id or local folder", "set model.path=<id or dir>")
     if m.source == "gguf_package" and not m.gguf_file:
         _fail("model.gguf_file", m.gguf_file, "a GGUF model needs its file name", "set model.gguf_file=<name>.gguf")
-    if m.tiny.arch not in ("llama", "qwen2"):
-        _fail("model.tiny.arch", m.tiny.arch, "unknown architecture", "use llama or qwen2")
-    if cfg.task.name not in TASKS:
-        _fail("task.name", cfg.task.name, "unknown task", f"use one of {', '.join(TASKS)}")
-    if cfg.task.name == "gsm8k" and not (cfg.task.path or cfg.task.hub_id):
+    if m.source == "gguf_package" and not (m.gguf_package or m.path):
+        _fail("model.gguf_package", m.gguf_package, "a GGUF model needs the package or folder that holds it",
+              "set model.gguf_package=<pip package> or model.path=<folder>")
+    if m.source == "tiny":
+        tiny = m.tiny
+        if tiny.hidden_size % tiny.num_heads:
+            _fail("model.tiny.num_heads", tiny.num_heads, f"must divide model.tiny.hidden_size={tiny.hidden_size}",
+                  "e.g. model.tiny.num_heads=4")
+        if tiny.num_heads % tiny.num_kv_heads:
+            _fail("model.tiny.num_kv_heads", tiny.num_kv_heads, f"must divide model.tiny.num_heads={tiny.num_heads}",
+                  "e.g. model.tiny.num_kv_heads=2")
+    if t.name == "gsm8k" and not (t.path or t.hub_id):
         _fail("task.path", None, "gsm8k needs local files or a hub id", "set task.path=<dir with test.jsonl>")
-    if cfg.strategy.name not in STRATEGIES:
-        _fail("strategy.name", cfg.strategy.name, "unknown strategy", f"use one of {', '.join(STRATEGIES)}")
-    if not 0 < cfg.budget.fraction <= 4:
-        _fail("budget.fraction", cfg.budget.fraction, "must be in (0, 4]", "e.g. budget.fraction=0.7")
-    if lo.r < 1 or lo.r_min < 1 or lo.r_max < lo.r_min or lo.multiple < 1:
-        _fail("lora.r_min", lo.r_min, f"need 1 <= r_min <= r_max and r >= 1 (r={lo.r}, r_max={lo.r_max})",
-              "fix the LoRA rank bounds")
-    if lo.r_min % lo.multiple or lo.r_max % lo.multiple:
-        _fail("lora.multiple", lo.multiple, f"r_min={lo.r_min} and r_max={lo.r_max} must be multiples of it",
-              "choose bounds that are multiples of lora.multiple")
-    if lo.alpha_mode not in ("fixed", "per_rank"):
-        _fail("lora.alpha_mode", lo.alpha_mode, "unknown mode", "use fixed or per_rank")
+    splits = TASKS[t.name].splits
+    if cfg.eval.split not in splits:
+        _fail("eval.split", cfg.eval.split, f"task {t.name} has no such split", f"use one of {', '.join(splits)}")
+    if lo.r_max < lo.r_min:
+        _fail("lora.r_max", lo.r_max, f"must be >= lora.r_min={lo.r_min}", f"e.g. lora.r_max={max(64, lo.r_min)}")
+    for name, bound in (("lora.r_min", lo.r_min), ("lora.r_max", lo.r_max)):
+        if bound % lo.multiple:
+            _fail(name, bound, f"must be a multiple of lora.multiple={lo.multiple}",
+                  f"e.g. {name}={max(lo.multiple, bound - bound % lo.multiple)}")
     if not lo.target_modules:
         _fail("lora.target_modules", lo.target_modules, "is empty", "list at least one projection, e.g. [q_proj]")
-    unknown = [t for t in lo.target_modules if t not in ALL_PROJECTIONS]
+    unknown = [x for x in lo.target_modules if x not in ALL_PROJECTIONS]
     if unknown:
         _fail("lora.target_modules", unknown, "unknown projection", f"use names from {ALL_PROJECTIONS}")
-    if g.num_generations < 2:
-        _fail("grpo.num_generations", g.num_generations, "GRPO needs >= 2 completions per prompt",
-              "set grpo.num_generations=4")
+    if len(set(lo.target_modules)) != len(lo.target_modules):
+        _fail("lora.target_modules", lo.target_modules, "names a projection twice", "list each once")
     batch = g.per_device_batch_size * g.grad_accum
     if batch % g.num_generations:
         _fail("grpo.per_device_batch_size", g.per_device_batch_size,
               f"the batch per_device_batch_size*grad_accum={batch} must be divisible by "
               f"grpo.num_generations={g.num_generations}",
               f"set grpo.per_device_batch_size to a multiple of {g.num_generations}")
-    if g.steps < 1:
-        _fail("grpo.steps", g.steps, "must be >= 1", "set grpo.steps=4")
-    if g.save_steps < 0:
-        _fail("grpo.save_steps", g.save_steps, "must be >= 0", "set grpo.save_steps=25, or 0 for no checkpoints")
-    if len(g.reward_weights) != 2:
-        _fail("grpo.reward_weights", g.reward_weights, "needs two weights: [format, correctness]",
-              "e.g. grpo.reward_weights=[0.5,1.0]")
-    if str(g.use_vllm).lower() not in ("auto", "true", "false"):
-        _fail("grpo.use_vllm", g.use_vllm, "must be auto, true or false", "set grpo.use_vllm=auto")
-    if cfg.strategy.name == "proportional" and cfg.profile.from_run is None and cfg.profile.steps < 1:
-        _fail("profile.steps", cfg.profile.steps, "proportional allocation needs a profile",
+    check_rewards(g.rewards)
+    needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
+    if needs_profile and cfg.profile.from_run is None and cfg.profile.steps < 1:
+        _fail("profile.steps", cfg.profile.steps, f"strategy={cfg.strategy.name} needs a profile",
               "set profile.steps>=1 or profile.from_run=<job dir>")
-    if cfg.strategy.name == "proportional" and cfg.dry_run and cfg.profile.from_run is None:
-        _fail("profile.from_run", None, "dry_run trains nothing, so it cannot profile for strategy=proportional",
+    if needs_profile and cfg.dry_run and cfg.profile.from_run is None:
+        _fail("profile.from_run", None, f"dry_run trains nothing, so it cannot profile for strategy={cfg.strategy.name}",
               "pass profile.from_run=<a finished job dir> or use strategy=uniform/random")
-    if cfg.eval.n is not None and cfg.eval.n < 1:
-        _fail("eval.n", cfg.eval.n, "must be >= 1 or null (whole split)", "set eval.n=32")
-    if cfg.eval.batch_size < 1:
-        _fail("eval.batch_size", cfg.eval.batch_size, "must be >= 1", "set eval.batch_size=32")
-    if cfg.tracking.mode not in TRACKING_MODES:
-        _fail("tracking.mode", cfg.tracking.mode, "unknown mode", f"use one of {', '.join(TRACKING_MODES)}")
+
+
+def check_rewards(rewards: Mapping[str, float]) -> None:
+    if not rewards:
+        _fail("grpo.rewards", dict(rewards), "no reward chosen",
+              "pick a set with rewards=partial or rewards=binary, or add one: +grpo.rewards.correctness=1.0")
+    for name, weight in rewards.items():
+        if name not in REWARDS:
+            _fail(f"grpo.rewards.{name}", weight, "unknown reward", f"use names from {', '.join(REWARDS)}")
+        if not (math.isfinite(weight) and weight > 0):
+            _fail(f"grpo.rewards.{name}", weight, "a weight must be a finite number > 0",
+                  f"to turn the reward off, drop it: ~grpo.rewards.{name}")

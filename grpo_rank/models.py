@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import ModelConfig
-from .records import file_lock
+from .device import torch_dtype
+from .records import atomic_dir, file_lock
+
+if TYPE_CHECKING:  # config.py imports this module's LOADERS registry
+    from .config import ModelConfig
 
 log = logging.getLogger(__name__)
-
-
-def torch_dtype(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32  # CPU: bf16 matmuls are slow and TRL's bf16 default fails there
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def gguf_folder(cfg: ModelConfig) -> Path:
@@ -64,13 +56,14 @@ def _gguf_cache(cfg: ModelConfig, cache_dir: Path) -> Path:
         # the weights are plain fp32 after loading, but the model stays flagged as quantized, which makes
         # TRL refuse to train it and save_pretrained refuse to save it
         model.hf_quantizer.remove_quantization_config(model)
-        tmp = target.with_name(f".{key}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+
+
+        def build(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / ".complete").write_text("ok\n")
+
+        atomic_dir(target, build)
     return target
 
 

@@ -2,8 +2,9 @@
 W&B only mirrors them.
 
 A job folder (one Hydra job dir) holds:
-- `result.json`: resolved config, allocation, parameter counts, eval accuracy with its Wilson
-  interval, timings, which profile was used, and `status` ("ok" or "failed" with the error).
+- `result.json`: the typed job record, `grpo_rank.result.JobResult` (identity, resolved config,
+  allocation, profile, parameter counts, training, evaluation, timings, status), written and read only
+  by `result.write_result` / `result.read_result`.
 - `grad_norms.parquet`: one row per (phase, step, layer, module, matrix) with the L2 norm of that LoRA
   matrix's gradient before clipping, the module's rank and LoRA scaling. phase is "train" or "profile".
 - `train_log.jsonl`: TRL's per-step log (reward, reward_std, frac_reward_zero_std, loss, ...).
@@ -17,10 +18,11 @@ A job folder (one Hydra job dir) holds:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +49,54 @@ def file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a job killed mid-write never leaves half a file."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` then rename onto `path`: a job killed mid-write never leaves half a file. The one
+    temp-then-rename of the package; every writer of a record goes through it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_dir(target: Path, build: Callable[[Path], object], aside: Path | None = None) -> None:
+    """A folder built by `build(tmp)` in a temp folder beside `target`, then renamed into place: readers see
+    all of it or nothing. An existing `target` is moved to `aside` (kept for a post-mortem) or removed."""
+    import shutil
+    import socket
+
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+        if target.exists():
+            if aside is not None:
+                os.replace(target, aside)
+            else:
+                shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path, obj) -> None:
@@ -79,9 +123,7 @@ def write_grad_records(path: Path, columns: dict[str, np.ndarray]) -> None:
     if missing:
         raise ValueError(f"gradient records lack columns {sorted(missing)}")
     table = pa.table({c: columns[c] for c in GRAD_COLUMNS})
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_grad_records(path: Path) -> dict[str, np.ndarray]:
@@ -124,31 +166,3 @@ def replace_phase_rows(path: Path, phase: str, rows: list[dict]) -> None:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
-
-
-@dataclass
-class JobRecord:
-    """One job folder, read back. `grads` is loaded on first use."""
-
-    path: Path
-    result: dict
-    _grads: dict[str, np.ndarray] | None = field(default=None, repr=False)
-
-    @property
-    def grads(self) -> dict[str, np.ndarray] | None:
-        if self._grads is None and (self.path / GRADS).exists():
-            self._grads = read_grad_records(self.path / GRADS)
-        return self._grads
-
-    @property
-    def outcomes(self) -> list[dict]:
-        return read_jsonl(self.path / OUTCOMES)
-
-    @property
-    def train_log(self) -> list[dict]:
-        return read_jsonl(self.path / TRAIN_LOG)
-
-
-def load_job(path: Path) -> JobRecord:
-    path = Path(path)
-    return JobRecord(path=path, result=json.loads((path / RESULT).read_text()))

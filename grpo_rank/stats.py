@@ -1,4 +1,4 @@
-"""The statistics of the cross-run report, as pure functions of arrays (numpy, scipy, statsmodels; no torch).
+"""The statistics of the cross-run report, as pure functions of arrays (numpy and scipy.special; no torch).
 
 Every function takes plain numbers and returns plain numbers, so each one is tested on inputs whose
 answer is known by hand (tests/test_stats.py). `grpo_rank.report` applies them to the job folders:
@@ -16,7 +16,12 @@ Conventions shared by all functions:
   module gradient norms, averaged over steps). Statistics of a map are invariant to its scale, so they
   are the same on S(l) and on the shares S(l) / sum S.
 - A statistic that is undefined for its input (a correlation of a constant vector, an interval from one
-  value) is NaN, never an exception: the report prints it as n/a.
+  value, the shares of an all-zero map) is NaN, never an exception: the report prints it as n/a.
+
+Why not scipy.stats and statsmodels: importing them takes ~1 s, a third of the report's time budget
+over a 30-job sweep (issue 12). Each function here that used them is the same formula on numpy (and
+scipy.special for the t quantile), checked against scipy.stats / statsmodels in tests/test_stats.py;
+the bootstraps draw the same resamples as scipy.stats.bootstrap, so their intervals are unchanged.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from fractions import Fraction
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats as sps
+from scipy.special import stdtrit
 
 TOP_FRACTION = 0.3
 # up to this many seeds the seed bootstrap enumerates all S^S resamples (4^4 = 256, a fraction of a second)
@@ -95,7 +102,7 @@ def cv(values) -> float:
     arr = _vector(values)
     if arr.mean() == 0:
         return math.nan
-    return float(sps.variation(arr, ddof=0))
+    return float(arr.std() / arr.mean())
 
 
 def concentration(values, fraction: float = TOP_FRACTION) -> dict[str, float]:
@@ -109,7 +116,9 @@ def concentration(values, fraction: float = TOP_FRACTION) -> dict[str, float]:
 
 
 def shares(values) -> np.ndarray:
-    """S(l) / sum S, so that maps from runs with different gradient scales can be compared and averaged."""
+    """S(l) / sum S along the last axis, so that maps from runs with different gradient scales can be
+    compared and averaged. A row that sums to zero (no gradient at all, e.g. a step where no group had
+    reward spread) has no shares: NaN, not zeros, so it cannot pass for a map that sums to 1."""
     arr = np.asarray(values, dtype=float)
     total = arr.sum(axis=-1, keepdims=True)
     return np.divide(arr, total, out=np.full_like(arr, np.nan), where=total > 0)
@@ -121,9 +130,50 @@ def correlation(x, y) -> dict[str, float]:
     x, y = _vector(x), _vector(y)
     if x.size != y.size:
         raise ValueError(f"lengths differ: {x.size} vs {y.size}")
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"pearson": math.nan, "spearman": math.nan}
-    return {"pearson": float(sps.pearsonr(x, y).statistic), "spearman": float(sps.spearmanr(x, y).statistic)}
+    pearson, spearman = correlations(x[None, :], y[None, :])
+    return {"pearson": float(pearson[0]), "spearman": float(spearman[0])}
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of two (k x n) matrices (scipy.stats.pearsonr's formula, clipped to
+    [-1, 1]); NaN for a constant row."""
+    xm = x - x.mean(axis=-1, keepdims=True)
+    ym = y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # scaled by the largest deviation first, as scipy does, so huge values cannot overflow the norm
+        xm = xm / np.abs(xm).max(axis=-1, keepdims=True)
+        ym = ym / np.abs(ym).max(axis=-1, keepdims=True)
+        r = (xm * ym).sum(axis=-1) / (np.linalg.norm(xm, axis=-1) * np.linalg.norm(ym, axis=-1))
+    return np.clip(r, -1.0, 1.0)
+
+
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties sharing their average rank (scipy.stats.rankdata's default)."""
+    a = np.asarray(a, dtype=float)
+    n = a.shape[-1]
+    order = np.argsort(a, axis=-1, kind="stable")
+    srt = np.take_along_axis(a, order, axis=-1)
+    pos = np.broadcast_to(np.arange(n), a.shape)
+    starts = np.ones(a.shape, dtype=bool)
+    starts[..., 1:] = srt[..., 1:] != srt[..., :-1]
+    ends = np.ones(a.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n), axis=-1), axis=-1), axis=-1)
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=-1)
+    return ranks
+
+
+def correlations(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Pearson r, Spearman rho) of each row pair of two (k x n) matrices; NaN where a row is constant
+    or n < 3 (two points always correlate perfectly, which says nothing)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    undefined = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0) | (x.shape[-1] < 3)
+    with np.errstate(invalid="ignore"):
+        pearson = pearson_rows(x, y)
+        spearman = pearson_rows(average_ranks(x), average_ranks(y))
+    return np.where(undefined, np.nan, pearson), np.where(undefined, np.nan, spearman)
 
 
 def window_sizes(n_steps: int, early: float = 0.25, late: float = 0.25) -> tuple[int, int]:
@@ -166,20 +216,30 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     mean = float(arr.mean())
     if arr.size < 2:
         return mean, math.nan, math.nan
-    sem = float(sps.sem(arr))
+    sem = float(arr.std(ddof=1) / math.sqrt(arr.size))
     if sem == 0:
         return mean, mean, mean
-    lo, hi = sps.t.interval(confidence, df=arr.size - 1, loc=mean, scale=sem)
-    return mean, float(lo), float(hi)
+    # scipy.stats.t.interval: the (1 - c) / 2 and (1 + c) / 2 quantiles of Student's t, scaled
+    df = arr.size - 1
+    lo = float(stdtrit(df, (1 - confidence) / 2)) * sem + mean
+    hi = float(stdtrit(df, (1 + confidence) / 2)) * sem + mean
+    return mean, lo, hi
 
 
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of one run's accuracy correct / n (statsmodels proportion_confint)."""
-    from statsmodels.stats.proportion import proportion_confint
-
+    """Wilson score interval of one run's accuracy correct / n (as statsmodels' proportion_confint
+    method="wilson"): (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z the normal quantile
+    of (1 + confidence) / 2, clipped to [0, 1] (mathematically the bound is exactly 0 at correct = 0 and 1
+    at correct = n; floating point leaves ~1e-17 there). NaN for n = 0 (no questions, no accuracy)."""
     if n <= 0:
         return math.nan, math.nan
-    lo, hi = proportion_confint(correct, n, alpha=1 - confidence, method="wilson")
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p, z2 = correct / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    lo = 0.0 if correct <= 0 else max(0.0, centre - half)
+    hi = 1.0 if correct >= n else min(1.0, centre + half)
     return float(lo), float(hi)
 
 
@@ -188,8 +248,8 @@ def mcnemar_exact(reference, other) -> dict[str, float]:
 
     `reference` and `other` are per-question booleans (correct or not), aligned by question. b counts
     questions the reference got right and the other wrong, c the reverse; under H0 (same accuracy) b is
-    Binomial(b + c, 1/2) and the two-sided p-value is statsmodels' mcnemar(exact=True),
-    min(1, 2 * P(X <= min(b, c))). p = 1 when b + c = 0.
+    Binomial(b + c, 1/2) and the two-sided p-value is min(1, 2 * P(X <= min(b, c))) (statsmodels'
+    mcnemar(exact=True)), computed in exact integer arithmetic. p = 1 when b + c = 0.
     """
     ref = np.asarray(reference, dtype=bool)
     oth = np.asarray(other, dtype=bool)
@@ -200,13 +260,14 @@ def mcnemar_exact(reference, other) -> dict[str, float]:
 
 
 def mcnemar_counts(b: int, c: int, both: int = 0, neither: int = 0) -> dict[str, float]:
-    """Exact McNemar p-value from the discordant counts b (reference only right) and c (other only right)."""
-    from statsmodels.stats.contingency_tables import mcnemar
-
-    if b + c == 0:
+    """Exact McNemar p-value from the discordant counts b (reference only right) and c (other only
+    right); `both` and `neither` (the concordant counts) do not enter the exact test."""
+    n = b + c
+    if n == 0:
         p = 1.0  # no discordant pair: no evidence either way
     else:
-        p = float(mcnemar([[both, b], [c, neither]], exact=True).pvalue)
+        tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+        p = min(1.0, float(Fraction(2 * tail, 2 ** n)))
     return {"b": float(b), "c": float(c), "pvalue": p}
 
 
@@ -218,7 +279,8 @@ def paired_bootstrap_diff(reference, other, n_resamples: int = 10_000, confidenc
     several seed pairs on the same questions. Each question's difference is averaged over the pairs,
     d_q = mean_s (other_sq - reference_sq), and the questions are resampled with replacement (so a
     question keeps all its seed pairs together); the interval is the percentile interval of mean(d)
-    over the resamples (scipy.stats.bootstrap, method="percentile", fixed seed: reruns agree).
+    over the resamples (fixed seed: reruns agree). The resamples and the interval are those of
+    scipy.stats.bootstrap(method="percentile") with the same generator (tests/test_stats.py compares).
     """
     ref = np.atleast_2d(np.asarray(reference, dtype=float))
     oth = np.atleast_2d(np.asarray(other, dtype=float))
@@ -230,9 +292,12 @@ def paired_bootstrap_diff(reference, other, n_resamples: int = 10_000, confidenc
         return {"diff": diff, "low": math.nan, "high": math.nan}
     if np.ptp(d) == 0:
         return {"diff": diff, "low": diff, "high": diff}  # every resample has the same mean
-    res = sps.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                        method="percentile", rng=np.random.default_rng(seed))
-    return {"diff": diff, "low": float(res.confidence_interval.low), "high": float(res.confidence_interval.high)}
+    index = np.random.default_rng(seed).integers(0, d.size, (n_resamples, d.size))
+    # means in blocks of rows: the same numbers as one d[index] gather, without its n_resamples x n floats
+    means = np.concatenate([d[index[i:i + 1000]].mean(axis=-1) for i in range(0, n_resamples, 1000)])
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return {"diff": diff, "low": float(low), "high": float(high)}
 
 
 def pooled_correlation(xs: Sequence, ys: Sequence) -> dict[str, float]:
@@ -268,17 +333,32 @@ def seed_bootstrap_correlation(xs: Sequence, ys: Sequence, n_resamples: int = 20
     # of a few seeds nor skip the NaN of a constant resample
     n = len(xs)
     if n <= EXACT_BOOTSTRAP_SEEDS:
-        draws = list(itertools.product(range(n), repeat=n))
+        draws = np.array(list(itertools.product(range(n), repeat=n)))
     else:
-        draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n)).tolist()
-    resampled = [pooled_correlation([xs[i] for i in d], [ys[i] for i in d]) for d in draws]
+        draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    dists = _resampled_correlations(xs, ys, draws)
     alpha = (1 - confidence) / 2
-    for key in keys:
-        dist = np.array([r[key] for r in resampled])
+    for key, dist in zip(keys, dists):
         dist = dist[np.isfinite(dist)]
         lo, hi = np.quantile(dist, [alpha, 1 - alpha]) if dist.size else (math.nan, math.nan)
         out[f"{key}_low"], out[f"{key}_high"] = float(lo), float(hi)
     return out
+
+
+def _resampled_correlations(xs: list[np.ndarray], ys: list[np.ndarray], draws: np.ndarray,
+                            block_values: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled (Pearson, Spearman) of every resample, `draws[r]` listing the seeds of resample r. Seeds
+    of equal length (the usual case) are resampled as matrix rows, as many resamples at a time as fit
+    in `block_values` pooled values, so memory stays flat however many seeds there are; otherwise one
+    resample at a time."""
+    if len({x.size for x in xs} | {y.size for y in ys}) != 1:
+        rows = [pooled_correlation([xs[i] for i in d], [ys[i] for i in d]) for d in draws.tolist()]
+        return np.array([r["pearson"] for r in rows]), np.array([r["spearman"] for r in rows])
+    x, y = np.stack(xs), np.stack(ys)
+    block = max(1, block_values // x.size)
+    parts = [correlations(x[d].reshape(len(d), -1), y[d].reshape(len(d), -1))
+             for d in (draws[i:i + block] for i in range(0, len(draws), block))]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
 
 
 def group_shares(values_by_name: dict[str, float], groups: dict[str, Sequence[str]]) -> dict[str, float]:

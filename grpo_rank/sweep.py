@@ -1,4 +1,4 @@
-"""Sweep bookkeeping: whether a job may be skipped, the history of each job's launches, and the summary
+"""Sweep bookkeeping: whether a job may be skipped (and a forced rerun's cleanup), the history of each job's launches, and the summary
 printed when a multirun ends, whatever launcher ran it (basic, joblib, submitit_local, slurm).
 
 Every launch of a job appends to its runs.jsonl: `started` (host, pid, Slurm ids), then `finished`,
@@ -9,9 +9,9 @@ registered in conf/config.yaml under hydra.callbacks.
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -20,30 +20,48 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from .records import RESULT, RUNS, append_jsonl, read_jsonl
+from .result import JobResult, RecordError, read_result
 
 TERMINAL = ("finished", "skipped", "failed", "interrupted", "dry_run")
 
 
-def finished_result(job_dir: Path, config_hash: str) -> dict | None:
-    """The job folder's result when it is a finished run of this same config: such a job is skipped."""
-    try:
-        result = json.loads((Path(job_dir) / RESULT).read_text())
-    except (OSError, ValueError):
+def finished_result(job_dir: Path, config_hash: str) -> JobResult | None:
+    """The job folder's record when it is a finished run of this same config (and code): such a job is
+    skipped. A damaged record (unreadable, another shape or version) is set aside, so the job reruns."""
+    path = Path(job_dir) / RESULT
+    if not path.exists():
         return None
-    ok = result.get("status") == "ok" and result.get("job", {}).get("config_hash") == config_hash
-    return result if ok else None
+    try:
+        result = read_result(job_dir)
+    except RecordError as exc:
+        aside = path.with_name(f"{RESULT}.damaged-{time.time_ns()}")
+        os.replace(path, aside)
+        print(f"grpo-rank: {exc}; moved to {aside.name}, the job runs again", file=sys.stderr)
+        return None
+    return result if result.finished and result.job.config_hash == config_hash else None
 
 
-def finished_detail(result: dict) -> str:
+def should_skip(job_dir: Path, config_hash: str, force: bool) -> bool:
+    """Skip a finished job of the same config; `force` reruns it from scratch instead of resuming."""
+    if force:
+        for folder in Path(job_dir).glob("trainer_*"):  # a forced rerun starts afresh, no earlier attempt
+            shutil.rmtree(folder, ignore_errors=True)
+        return False
+    if finished_result(job_dir, config_hash) is None:
+        return False
+    record(job_dir, "skipped", detail="result.json holds a finished run of this config (force=true reruns it)")
+    return True
+
+
+def finished_detail(result: JobResult) -> str:
     """What the summary says about a finished job: accuracy, time, and whether it resumed."""
-    ev = result.get("eval") or {}
-    parts = [f"accuracy {ev['accuracy']:.3f} [{ev['ci_low']:.3f}, {ev['ci_high']:.3f}] n={ev['n']}"] if ev else []
-    parts.append(f"{result['timings'].get('total_s', 0.0):.1f} s")
-    resumed = (result.get("train") or {}).get("resumed_from_step")
-    if resumed:
-        parts.append(f"resumed from step {resumed}")
-    if (result.get("profile") or {}).get("source"):
-        parts.append(f"profile from {result['profile']['source']}")
+    ev = result.eval
+    parts = [f"accuracy {ev.accuracy:.3f} [{ev.ci_low:.3f}, {ev.ci_high:.3f}] n={ev.n}"] if ev else []
+    parts.append(f"{result.timings.get('total_s', 0.0):.1f} s")
+    if result.train and result.train.resumed_from_step:
+        parts.append(f"resumed from step {result.train.resumed_from_step}")
+    if result.profile:
+        parts.append(f"profile from {result.profile.source}")
     return "; ".join(parts)
 
 

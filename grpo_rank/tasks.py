@@ -5,16 +5,28 @@ Every task yields `Example(id, question, answer)` with `answer` the gold number 
 every prompt asks for the study's format `<think>...</think><answer>...</answer>`. The evaluation
 split is the same for every job of a task (it does not depend on the run seed), so outcomes can be
 paired question by question across strategies and seeds.
+
+`TASKS` is the registry `task.name` is checked against (config.py imports it, so this module imports
+neither torch nor datasets at its top); each task names its splits, which `eval.split` is checked
+against. `check_split` reads a local data file through without `datasets`, so a missing, empty or
+malformed file is an InputError naming the file and line before any model loads (preflight.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import TaskConfig
+from .errors import InputError
+
+if TYPE_CHECKING:  # config.py imports this module for its registry
+    from .config import TaskConfig
 
 
 @dataclass(frozen=True)
@@ -77,33 +89,101 @@ def load_arithmetic(cfg: TaskConfig, split: str) -> list[Example]:
                                exclude={e.question for e in test})
 
 
+GOLD_RE = re.compile(r"-?\d+(?:\.\d+)?")  # every GSM8K gold (train and test) is an integer after '####'
+GSM8K_ROW = "every row needs \"question\" and \"answer\" ending in '#### <number>' (GSM8K's jsonl format)"
+
+
 def gsm8k_gold(answer: str) -> str:
     """The number after '####' in a GSM8K answer, without thousands separators."""
     return answer.split("####")[-1].strip().replace(",", "")
 
 
+def gsm8k_example(row, where: str) -> Example:
+    """One GSM8K row as an Example; InputError naming `where` (file and line) when it is not one."""
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: a row is a JSON {type(row).__name__}, not an object; {GSM8K_ROW}")
+    question, answer = row.get("question"), row.get("answer")
+    for name, value in (("question", question), ("answer", answer)):
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{where}: no {name!r} text; {GSM8K_ROW}")
+    if "####" not in answer or not GOLD_RE.fullmatch(gsm8k_gold(answer)):
+        raise InputError(f"{where}: the answer does not end in '#### <number>'; {GSM8K_ROW}")
+    return Example(_qid(question), question, gsm8k_gold(answer))
+
+
+def split_file(cfg: TaskConfig, split: str) -> Path:
+    """The local jsonl of a split under `task.path`; InputError when it is not there."""
+    folder = Path(cfg.path)
+    if not folder.is_dir():
+        raise InputError(f"task.path={cfg.path!r} is not a folder; point it at the folder holding "
+                         "train.jsonl and test.jsonl")
+    path = folder / f"{split}.jsonl"
+    if not path.is_file():
+        raise InputError(f"task.path={cfg.path!r} has no {split}.jsonl; the folder needs train.jsonl and "
+                         "test.jsonl (GSM8K's jsonl files)")
+    return path
+
+
+def check_split(cfg: TaskConfig, split: str) -> None:
+    """Reads a split's local file through and raises InputError (file and line) at the first bad row.
+    Hub splits are not checked here: that would download them."""
+    known = TASKS[cfg.name].splits
+    if split not in known:
+        raise InputError(f"split {split!r} of task {cfg.name!r} is unknown; use one of {', '.join(known)}")
+    if cfg.name != "gsm8k" or not cfg.path:
+        return
+    path = split_file(cfg, split)
+    rows = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{where} is not JSON; {GSM8K_ROW}") from None
+            gsm8k_example(row, where)
+            rows += 1
+    if rows == 0:
+        raise InputError(f"{path} holds no rows; {GSM8K_ROW}")
+
+
 def load_gsm8k(cfg: TaskConfig, split: str) -> list[Example]:
-    from datasets import load_dataset
+    from datasets import load_dataset  # seconds to import; only GSM8K jobs pay for it
 
     if cfg.path:
-        folder = Path(cfg.path)
-        files = {s: str(folder / f"{s}.jsonl") for s in ("train", "test") if (folder / f"{s}.jsonl").exists()}
-        if split not in files:
-            raise FileNotFoundError(f"task.path={cfg.path!r} has no {split}.jsonl")
-        ds = load_dataset("json", data_files={split: files[split]}, split=split)
+        check_split(cfg, split)  # datasets' own errors on an empty or ragged file are no help to a user
+        source = str(split_file(cfg, split))
+        ds = load_dataset("json", data_files={split: source}, split=split)
     else:
         ds = load_dataset(cfg.hub_id, cfg.hub_config, split=split)
-    examples = [Example(_qid(r["question"]), r["question"], gsm8k_gold(r["answer"])) for r in ds]
+        source = f"task.hub_id={cfg.hub_id!r} split {split}"
+    examples = [gsm8k_example(r, f"{source} row {i + 1}") for i, r in enumerate(ds)]
+    if not examples:
+        raise InputError(f"{source} holds no rows; {GSM8K_ROW}")
     if split == "train" and cfg.train_size:
         examples = examples[: cfg.train_size]
     return examples
 
 
-TASKS = {"gsm8k": load_gsm8k, "arithmetic": load_arithmetic}
+@dataclass(frozen=True)
+class Task:
+    load: Callable[[TaskConfig, str], list[Example]]
+    splits: tuple[str, ...]  # what eval.split may name
+
+
+TASKS: dict[str, Task] = {
+    "gsm8k": Task(load_gsm8k, ("train", "test")),
+    "arithmetic": Task(load_arithmetic, ("train", "test")),
+}
 
 
 def load_split(cfg: TaskConfig, split: str) -> list[Example]:
-    return TASKS[cfg.name](cfg, split)
+    task = TASKS[cfg.name]
+    if split not in task.splits:  # validate() says so first; a direct caller must not get another split
+        raise InputError(f"split {split!r} of task {cfg.name!r} is unknown; use one of {', '.join(task.splits)}")
+    return task.load(cfg, split)
 
 
 # One worked exchange before the question: a 135M model copies the answer tags from it, and never

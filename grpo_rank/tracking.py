@@ -1,5 +1,9 @@
-"""Weights & Biases as a sink. Our local files are the source of truth: a W&B failure is logged as a
-warning and never fails a job or loses a local record.
+"""Weights & Biases as a sink, and the job's identity. Our local files are the source of truth: a W&B
+failure is logged as a warning and never fails a job or loses a local record.
+
+The identity derives from the config: the group is the config without the seed (dashboards average
+seeds by themselves), the name says strategy, budget and seed, and the run id is stable per job folder
+and config, so a relaunched or requeued job continues the same W&B run.
 
 Mode `auto` (the default) runs online when an API key is found (WANDB_API_KEY, or a `wandb login`
 entry in ~/.netrc) and offline otherwise; offline runs land in `<job dir>/wandb/` and can be synced
@@ -8,10 +12,16 @@ later with `wandb sync`. The key itself is never read into our config, logs or r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import netrc
 import os
 from pathlib import Path
+
+from .config import RunConfig, result_payload
+from .result import JobIdentity, WandbInfo
+from .version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,57 @@ def resolve_mode(mode: str) -> str:
     if mode == "auto":
         return "online" if _logged_in() else "offline"
     return mode
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def identity(cfg: RunConfig, job_dir: Path) -> JobIdentity:
+    """Who the job is. `config_hash` covers every setting that changes its result and the code version, so a
+    finished job is skipped only when rerunning it would compute the same thing."""
+    payload = result_payload(cfg, "job")
+    config_hash = _hash({"config": payload, "code": code_version()})
+    no_seed = {k: v for k, v in payload.items() if k != "seed"}
+    return JobIdentity(
+        strategy=cfg.strategy.name, budget=cfg.budget.name, budget_fraction=cfg.budget.fraction, seed=cfg.seed,
+        model=cfg.model.name, task=cfg.task.name, config_hash=config_hash,
+        group=f"{cfg.model.name}-{cfg.task.name}-{cfg.strategy.name}-{cfg.budget.name}-{_hash(no_seed)[:8]}",
+        name=f"{cfg.strategy.name}-{cfg.budget.name}-s{cfg.seed}",
+        run_id=_hash({"dir": str(Path(job_dir).resolve()), "config": config_hash})[:16],
+    )
+
+
+def open_run(cfg: RunConfig, ident: JobIdentity, config: dict, job_dir: Path) -> WandbSink:
+    """The job's W&B run (disabled for a dry run), tagged so the UI can filter and group by arm."""
+    return WandbSink(mode="disabled" if cfg.dry_run else cfg.tracking.mode, project=cfg.tracking.project,
+                     entity=cfg.tracking.entity, group=ident.group, name=ident.name,
+                     tags=[f"strategy:{ident.strategy}", f"budget:{ident.budget}", f"seed:{ident.seed}",
+                           f"model:{ident.model}", f"task:{ident.task}"],
+                     config=config, directory=job_dir, run_id=ident.run_id)
+
+
+class Streamer:
+    """Turns profiler steps and trainer logs into W&B metrics named area/name."""
+
+    def __init__(self, sink: WandbSink, phase: str):
+        self.sink, self.prefix = sink, "" if phase == "train" else f"{phase}/"
+
+    def step(self, step: int, layer_norms, module_norms: dict) -> None:
+        total = float(layer_norms.sum())
+        metrics = {f"{self.prefix}train/global_step": step}
+        for i, v in enumerate(layer_norms):
+            metrics[f"{self.prefix}grad_norm/layer_{i:02d}"] = float(v)
+            # 0, not stats.shares' NaN, for a step without gradient: W&B line plots break on NaN
+            metrics[f"{self.prefix}grad_share/layer_{i:02d}"] = float(v) / total if total > 0 else 0.0
+        mod_total = sum(module_norms.values())
+        for mod, v in module_norms.items():
+            metrics[f"{self.prefix}grad_share_module/{mod}"] = v / mod_total if mod_total > 0 else 0.0
+        self.sink.log(metrics)
+
+    def log(self, row: dict) -> None:
+        self.sink.log({f"{self.prefix}train/{k}": v for k, v in row.items()
+                       if isinstance(v, (int, float)) and k != "phase"})
 
 
 class WandbSink:
@@ -68,6 +129,9 @@ class WandbSink:
     @property
     def run_dir(self) -> str | None:
         return self.run.dir if self.run is not None else None
+
+    def info(self) -> WandbInfo:
+        return WandbInfo(mode=self.mode, run_id=self.run_id, dir=self.run_dir, error=self.error)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.run is None:

@@ -17,36 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, lora
-from .config import RunConfig
-from .profile import profile_key
-from .profiler import ClipGradients, GradNormProfiler
+from transformers import TrainerCallback, set_seed
+from trl import GRPOConfig, GRPOTrainer
+
+from . import checkpoint, device, lora
+from .config import GRPOSettings, RunConfig
+from .gradnorm import ClipGradients, GradNormProfiler
+from .profile_cache import profile_key
 from .records import TRAIN_LOG, append_jsonl, replace_phase_rows
-from .rewards import correctness_reward, format_reward
+from .rewards import REWARDS
 
 log = logging.getLogger(__name__)
 
 
-def use_vllm(setting: str) -> bool:
-    import importlib.util
-
-    import torch
-
-    setting = str(setting).lower()
-    if setting == "auto":
-        return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    if setting == "true" and not torch.cuda.is_available():
-        raise RuntimeError("grpo.use_vllm=true needs a GPU; set grpo.use_vllm=auto or false on CPU")
-    return setting == "true"
-
-
 def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
-    import torch
-    from trl import GRPOConfig
 
     g = cfg.grpo
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    vllm = use_vllm(g.use_vllm)
+    caps = device.capabilities()
     return GRPOConfig(
         output_dir=str(output_dir),
         max_steps=steps,
@@ -57,12 +44,12 @@ def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
         learning_rate=g.learning_rate,
         beta=g.beta,
         temperature=g.temperature,
-        reward_weights=list(g.reward_weights),
+        reward_weights=[float(w) for w in g.rewards.values()],  # in the order of reward_functions()
         max_grad_norm=0.0,  # clipping happens in ClipGradients, after the profiler has read the raw grads
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
+        bf16=caps.bf16,
+        use_cpu=not caps.cuda,
         gradient_checkpointing=g.gradient_checkpointing,
-        use_vllm=vllm,
+        use_vllm=device.use_vllm(g.use_vllm, caps),
         vllm_mode=g.vllm_mode,
         logging_steps=g.logging_steps,
         save_strategy="steps" if g.save_steps else "no",
@@ -73,6 +60,11 @@ def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
         data_seed=cfg.seed,
         disable_tqdm=False,
     )
+
+
+def reward_functions(g: GRPOSettings) -> list:
+    """The reward functions named in `grpo.rewards`, in its order (the weights follow the same order)."""
+    return [REWARDS[name] for name in g.rewards]
 
 
 @dataclass
@@ -105,8 +97,6 @@ class LogSink:
         replace_phase_rows(self.path, self.phase, rows)
 
     def callback(self):
-        from transformers import TrainerCallback
-
         sink = self
 
         class _OnLog(TrainerCallback):
@@ -131,9 +121,6 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     checkpoint of this same phase, training resumes from it. Extra `callbacks` run after the profiler and
     before the clip, so they too see the raw gradients.
     """
-    from transformers import set_seed
-    from trl import GRPOTrainer
-
     sites = lora.find_sites(model, cfg.lora.target_modules)
     planned = lora.planned_params(model.config, ranks, cfg.lora.target_modules)
     peft_config = lora.lora_config(sites, ranks, cfg.lora)
@@ -150,7 +137,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     set_seed(cfg.seed)  # TRL wraps the model (random LoRA A init) before the Trainer seeds itself
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[format_reward, correctness_reward],
+        reward_funcs=reward_functions(cfg.grpo),
         args=grpo_args(cfg, output_dir, steps),
         train_dataset=dataset,
         processing_class=tokenizer,

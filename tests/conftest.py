@@ -53,3 +53,57 @@ def cache_dir(tmp_path_factory) -> Path:
     path = Path(os.environ.get("GRPO_RANK_CACHE") or tmp_path_factory.mktemp("cache"))
     os.environ["GRPO_RANK_CACHE"] = str(path)
     return path
+
+
+def job_folders(sweep_dir: Path) -> dict[str, Path]:
+    """Every job folder of a sweep that holds a record, by folder name."""
+    return {p.parent.name: p.parent for p in sorted(Path(sweep_dir).glob("*/result.json"))}
+
+
+def jobs_by_arm(sweep_dir: Path) -> dict[tuple[str, str, int], Path]:
+    """Job folders keyed by (strategy, budget, seed) as their records say."""
+    from grpo_rank.result import read_result
+
+    out = {}
+    for folder in job_folders(sweep_dir).values():
+        job = read_result(folder).job
+        out[(job.strategy, job.budget, job.seed)] = folder
+    return out
+
+
+def summary_lines(stdout: str) -> dict[str, str]:
+    """The sweep summary's `  <job folder>: <outcome>: <why>` lines, by job folder."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("  ") and ": " in line:
+            name, rest = line.strip().split(": ", 1)
+            out[name] = rest
+    return out
+
+
+class JobFiles:
+    """One job folder read back for a test: the typed record and the other files."""
+
+    def __init__(self, path: Path):
+        from grpo_rank.result import read_result
+
+        self.path = Path(path)
+        self.result = read_result(self.path)
+
+    @property
+    def grads(self):
+        from grpo_rank.records import GRADS, read_grad_records
+
+        return read_grad_records(self.path / GRADS) if (self.path / GRADS).exists() else None
+
+    @property
+    def train_log(self) -> list[dict]:
+        from grpo_rank.records import TRAIN_LOG, read_jsonl
+
+        return read_jsonl(self.path / TRAIN_LOG)
+
+    @property
+    def outcomes(self) -> list[dict]:
+        from grpo_rank.records import OUTCOMES, read_jsonl
+
+        return read_jsonl(self.path / OUTCOMES)

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from grpo_rank.checkpoint import STATE
-from grpo_rank.records import RUNS, load_job, read_jsonl
+from grpo_rank.records import RUNS, read_jsonl
 
-from .conftest import ROOT, TINY, run_cli
+from .conftest import JobFiles, ROOT, TINY, run_cli
 
 # 6 steps, a checkpoint every 3: the kill lands after step 3's checkpoint, once step 4 is logged, so the
 # killed attempt has logged a step the resumed one must not log twice
@@ -75,7 +75,7 @@ def runs(tmp_path_factory, cache_dir):
     partial = read_jsonl(root / "killed" / "train_log.jsonl")
     again = run_cli(command(root / "killed", root / "profiles"), cwd=root)
     assert again.returncode == 0, again.stderr[-3000:]
-    return load_job(root / "ref"), load_job(root / "killed"), killed_at, partial
+    return JobFiles(root / "ref"), JobFiles(root / "killed"), killed_at, partial
 
 
 def test_the_kill_landed_after_a_checkpoint_and_a_later_step(runs):
@@ -86,8 +86,8 @@ def test_the_kill_landed_after_a_checkpoint_and_a_later_step(runs):
 
 def test_relaunch_resumed_rather_than_restarted(runs):
     ref, resumed, killed_at, _ = runs
-    assert resumed.result["train"]["resumed_from_step"] == killed_at
-    assert ref.result["train"]["resumed_from_step"] is None
+    assert resumed.result.train.resumed_from_step == killed_at
+    assert ref.result.train.resumed_from_step is None
     events = [e["event"] for e in read_jsonl(resumed.path / RUNS)]
     assert events == ["started", "started", "finished"]  # SIGKILL: the first launch recorded no outcome
     assert f"resumed from step {killed_at}" in read_jsonl(resumed.path / RUNS)[-1]["detail"]
@@ -97,11 +97,11 @@ def test_relaunch_resumed_rather_than_restarted(runs):
 def test_resumed_result_equals_uninterrupted(runs):
     ref, resumed, _, _ = runs
     a, b = ref.result, resumed.result
-    assert b["status"] == "ok"
+    assert b.status == "ok"
     for key in ("allocation", "params", "eval"):
-        assert a[key] == b[key], key
-    assert a["train"]["importance"] == b["train"]["importance"]
-    assert a["train"]["nonzero_spread_fraction"] == b["train"]["nonzero_spread_fraction"]
+        assert getattr(a, key) == getattr(b, key), key
+    assert a.train.importance == b.train.importance
+    assert a.train.nonzero_spread_fraction == b.train.nonzero_spread_fraction
     assert ref.outcomes == resumed.outcomes
 
 
@@ -132,16 +132,16 @@ def test_training_log_holds_every_step_once_and_equals_uninterrupted(runs):
 
 def test_profile_computed_in_two_processes_is_the_same_bytes_and_read_back_from_cache(runs):
     ref, resumed, _, _ = runs
-    assert ref.result["profile"]["sha256"] == resumed.result["profile"]["sha256"]
-    assert ref.result["profile"]["hash"] == resumed.result["profile"]["hash"]
-    assert ref.result["profile"]["source"] == "profiled"
-    assert resumed.result["profile"]["source"] == "cache"  # the killed attempt had finished profiling
+    assert ref.result.profile.sha256 == resumed.result.profile.sha256
+    assert ref.result.profile.key == resumed.result.profile.key
+    assert ref.result.profile.source == "profiled"
+    assert resumed.result.profile.source == "cache"  # the killed attempt had finished profiling
 
 
 def test_wandb_run_resumed_under_the_same_id(runs):
     _, resumed, _, _ = runs
-    run_id = resumed.result["wandb"]["run_id"]
-    assert run_id and resumed.result["job"]["run_id"] == run_id
+    run_id = resumed.result.wandb.run_id
+    assert run_id and resumed.result.job.run_id == run_id
     attempts = sorted(resumed.path.glob(f"wandb/offline-run-*-{run_id}"))
     assert len(attempts) == 2, attempts  # one offline run folder per launch, one W&B run id
 
@@ -153,7 +153,7 @@ def test_a_profile_killed_mid_computation_is_resumed_by_the_next_job_that_needs_
     ref = run_cli(["grpo_rank.run", *args, f"profile.cache_dir={tmp_path}/ref_profiles",
                    f"hydra.run.dir={tmp_path}/ref"], cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    key = load_job(tmp_path / "ref").result["profile"]["hash"]
+    key = JobFiles(tmp_path / "ref").result.profile.key
     cache = tmp_path / "profiles"
     # job a dies while computing the profile; job b, another job that needs the same profile, takes over
     kill_when(["grpo_rank.run", *args, f"profile.cache_dir={cache}", f"hydra.run.dir={tmp_path}/a"], tmp_path,
@@ -163,8 +163,8 @@ def test_a_profile_killed_mid_computation_is_resumed_by_the_next_job_that_needs_
     b = run_cli(["grpo_rank.run", *args, "budget=reduced70", f"profile.cache_dir={cache}",
                  f"hydra.run.dir={tmp_path}/b"], cwd=tmp_path)
     assert b.returncode == 0, b.stderr[-3000:]
-    prof = load_job(tmp_path / "b").result["profile"]
-    assert prof["source"] == "profiled" and prof["resumed_from_step"] == 3
-    assert prof["sha256"] == load_job(tmp_path / "ref").result["profile"]["sha256"]
-    assert [r["step"] for r in load_job(tmp_path / "b").train_log if r["phase"] == "profile"] == list(range(1, 7))
+    prof = JobFiles(tmp_path / "b").result.profile
+    assert prof.source == "profiled" and prof.resumed_from_step == 3
+    assert prof.sha256 == JobFiles(tmp_path / "ref").result.profile.sha256
+    assert [r["step"] for r in JobFiles(tmp_path / "b").train_log if r["phase"] == "profile"] == list(range(1, 7))
     assert not (cache / f"{key}.work").exists()  # the finished computation's checkpoints are gone

@@ -7,9 +7,8 @@ import importlib.util
 
 import pytest
 
-from grpo_rank.records import load_job
 
-from .conftest import run_cli
+from .conftest import JobFiles, run_cli
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,12 +22,12 @@ def test_smollm2_proportional_job_end_to_end(tmp_path, cache_dir):
                     "grpo.max_completion_length=32", "eval.n=8", "eval.max_new_tokens=48", "tracking.mode=offline",
                     f"hydra.run.dir={tmp_path}/job"], cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    job = load_job(tmp_path / "job")
+    job = JobFiles(tmp_path / "job")
     res = job.result
-    assert res["status"] == "ok"
-    alloc = res["allocation"]
-    assert alloc["num_layers"] == 30 and alloc["total"] == alloc["budget_total"] == 30 * 8
-    assert res["params"]["built"] == res["params"]["planned"]
-    assert sum(alloc["importance"]) > 0, "the profile was degenerate: no reward spread while profiling"
+    assert res.status == "ok"
+    alloc = res.allocation
+    assert alloc.num_layers == 30 and alloc.total == alloc.budget_total == 30 * 8
+    assert res.params.built == res.params.planned
+    assert sum(alloc.importance) > 0, "the profile was degenerate: no reward spread while profiling"
     assert set(job.grads["phase"].tolist()) == {"profile", "train"}
-    assert res["eval"]["n"] == 8
+    assert res.eval.n == 8

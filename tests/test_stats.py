@@ -82,6 +82,26 @@ def test_correlation_exactly_linear_is_one():
     assert c["spearman"] == pytest.approx(1.0) and c["pearson"] < 0.99
 
 
+def test_correlations_equal_scipy_with_and_without_ties():
+    from scipy.stats import pearsonr, rankdata, spearmanr
+
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        n = int(rng.integers(3, 40))
+        x = rng.normal(size=n)
+        y = x * rng.normal() + rng.normal(size=n)
+        if i % 2:
+            x, y = np.round(x), np.round(2 * y)  # ties
+        got = stats.correlation(x, y)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            assert math.isnan(got["pearson"]) and math.isnan(got["spearman"])
+            continue
+        assert got["pearson"] == pytest.approx(pearsonr(x, y).statistic, rel=1e-12, abs=1e-14)
+        assert got["spearman"] == pytest.approx(spearmanr(x, y).statistic, rel=1e-12, abs=1e-14)
+    m = np.round(rng.normal(size=(6, 9)))
+    np.testing.assert_array_equal(stats.average_ranks(m), rankdata(m, axis=-1))
+
+
 def test_correlation_undefined_is_nan():
     assert math.isnan(stats.correlation([8, 8, 8], [1, 2, 3])["pearson"])
     assert math.isnan(stats.correlation([1, 2], [1, 2])["spearman"])
@@ -118,25 +138,45 @@ def test_wilson_interval_by_hand():
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     assert stats.wilson_interval(k, n) == pytest.approx((centre - half, centre + half))
+    assert all(math.isnan(v) for v in stats.wilson_interval(0, 0))
 
 
-def binomial_two_sided(b: int, c: int) -> float:
-    n = b + c
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n)
+@pytest.mark.parametrize("k, n, confidence", [(0, 10, 0.95), (3, 10, 0.95), (10, 10, 0.95), (137, 200, 0.9),
+                                              (1, 1319, 0.99)])
+def test_wilson_interval_equals_statsmodels(k, n, confidence):
+    proportion_confint = pytest.importorskip("statsmodels.stats.proportion").proportion_confint
+    expected = proportion_confint(k, n, alpha=1 - confidence, method="wilson")
+    assert stats.wilson_interval(k, n, confidence) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
-@pytest.mark.parametrize("b, c", [(1, 7), (0, 10), (3, 3), (5, 13), (2, 0)])
-def test_mcnemar_exact_matches_the_binomial(b, c):
+def test_t_interval_equals_scipy():
+    from scipy.stats import sem, t
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7, 30):
+        x = rng.normal(0.5, 0.1, n)
+        mean, lo, hi = stats.t_interval(x, 0.95)
+        assert (lo, hi) == pytest.approx(t.interval(0.95, df=n - 1, loc=x.mean(), scale=sem(x)), rel=1e-12)
+
+
+@pytest.mark.parametrize("b, c", [(1, 7), (0, 10), (3, 3), (5, 13), (2, 0), (300, 350), (40, 2)])
+def test_mcnemar_exact_matches_scipys_binomial_test(b, c):
+    from scipy.stats import binomtest
+
     ref = [True] * b + [False] * c + [True] * 5 + [False] * 4
     oth = [False] * b + [True] * c + [True] * 5 + [False] * 4
     res = stats.mcnemar_exact(ref, oth)
     assert (res["b"], res["c"]) == (b, c)
-    assert res["pvalue"] == pytest.approx(binomial_two_sided(b, c), abs=1e-12)
+    # under H0 b ~ Binomial(b + c, 1/2); scipy's two-sided binomial test of it is the exact McNemar test
+    assert res["pvalue"] == pytest.approx(binomtest(b, b + c, 0.5).pvalue, rel=1e-12)
 
 
-def test_mcnemar_b1_c7_is_0_0703125():
-    assert binomial_two_sided(1, 7) == 0.0703125
-    assert stats.mcnemar_counts(1, 7)["pvalue"] == pytest.approx(0.0703125, abs=1e-12)
+def test_mcnemar_known_values():
+    # b = 1, c = 7: P(X <= 1) = (C(8,0) + C(8,1)) / 2^8 = 9 / 256, two-sided 18 / 256
+    assert stats.mcnemar_counts(1, 7)["pvalue"] == 18 / 256
+    assert stats.mcnemar_counts(7, 1)["pvalue"] == 18 / 256
+    assert stats.mcnemar_counts(0, 10)["pvalue"] == 2 / 1024
+    assert stats.mcnemar_counts(4, 4)["pvalue"] == 1.0  # 2 P(X <= 4) > 1 is capped
     assert stats.mcnemar_counts(0, 0)["pvalue"] == 1.0
 
 
@@ -154,6 +194,20 @@ def test_paired_bootstrap_diff():
     # 2-D: two seed pairs on the same questions; the difference averages over the pairs
     two = stats.paired_bootstrap_diff(np.vstack([ref, ref]), np.vstack([oth, ref]))
     assert two["diff"] == pytest.approx(3 / 40)
+
+
+@pytest.mark.parametrize("n_resamples, confidence", [(10_000, 0.95), (2_500, 0.9)])
+def test_paired_bootstrap_draws_the_resamples_of_scipy_bootstrap(n_resamples, confidence):
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(9)
+    ref, oth = rng.random((3, 57)) < 0.5, rng.random((3, 57)) < 0.6
+    got = stats.paired_bootstrap_diff(ref, oth, n_resamples=n_resamples, confidence=confidence, seed=4)
+    d = (oth.astype(float) - ref).mean(axis=0)
+    res = bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                    rng=np.random.default_rng(4))
+    assert (got["low"], got["high"]) == pytest.approx(
+        (res.confidence_interval.low, res.confidence_interval.high), rel=1e-12)
 
 
 def test_seed_bootstrap_correlation():
@@ -181,6 +235,28 @@ def test_seed_bootstrap_correlation():
     assert a["pearson_low"] <= a["pearson"] <= a["pearson_high"]
 
 
+def test_seed_bootstrap_equals_resampling_one_draw_at_a_time():
+    """The vectorised resampling against its definition: each draw's pooled correlation by scipy."""
+    from scipy.stats import pearsonr, spearmanr
+
+    rng = np.random.default_rng(11)
+    xs = [rng.random(8) for _ in range(6)]
+    ys = [x + 0.5 * rng.random(8) for x in xs]
+    got = stats.seed_bootstrap_correlation(xs, ys, n_resamples=500, seed=2)
+    draws = np.random.default_rng(2).integers(0, 6, size=(500, 6))
+    pooled = [(np.concatenate([xs[i] for i in d]), np.concatenate([ys[i] for i in d])) for d in draws]
+    for key, f in (("pearson", pearsonr), ("spearman", spearmanr)):
+        dist = [f(x, y).statistic for x, y in pooled]
+        assert (got[f"{key}_low"], got[f"{key}_high"]) == pytest.approx(tuple(np.quantile(dist, [0.025, 0.975])),
+                                                                         rel=1e-12)
+
+
+def test_shares_of_a_zero_map_are_nan():
+    np.testing.assert_array_equal(stats.shares([1.0, 3.0]), [0.25, 0.75])
+    rows = stats.shares(np.array([[0.0, 0.0], [2.0, 2.0]]))
+    assert np.isnan(rows[0]).all() and rows[1].tolist() == [0.5, 0.5]
+
+
 def test_group_shares():
     totals = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 1, "gate_proj": 2, "up_proj": 2, "down_proj": 2}
     res = stats.group_shares(totals, {"attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -188,9 +264,12 @@ def test_group_shares():
     assert res == pytest.approx({"attention": 0.4, "ffn": 0.6, "q": 0.1})
 
 
-def test_stats_does_not_import_torch():
+def test_stats_imports_neither_torch_nor_scipy_stats_nor_statsmodels():
     import subprocess
     import sys
 
-    code = "import sys, grpo_rank.stats; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    # scipy.stats and statsmodels take ~1 s to import, a third of the report's budget (issue 12)
+    code = ("import sys, grpo_rank.stats; "
+            "print(sorted(m for m in ('torch', 'scipy.stats', 'statsmodels') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

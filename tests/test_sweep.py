@@ -1,127 +1,258 @@
-"""The used-by sweep as a user runs it: a real Hydra multirun of the tiny model into a temp dir (3
-strategies x 2 seeds), one result.json per job, the offline W&B runs read back with
-`wandb leet inspect --json`, and the cross-run report built from it."""
+"""Sweeps past one process: launchers as config, thread shares per launcher, idempotent reruns (skip,
+force, damaged records), failure isolation, and the sweep on a real (local, one-node) Slurm cluster.
+
+    python -m pytest -q tests/test_sweep.py              # the default, a few minutes on 2 cores
+    python -m pytest -q -m slow tests/test_sweep.py      # + the 9-job sweep and the Slurm sweep
+    bash ../shared/slurm/local-slurm.sh start            # the Slurm tests skip until the cluster is UP
+"""
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from grpo_rank.lora import planned_params  # noqa: F401  (import check: the package is importable)
-from grpo_rank.records import load_job
+from grpo_rank.profile_cache import ProfileCache
+from grpo_rank.records import GRADS, RESULT, RUNS, read_grad_records, read_jsonl
+from grpo_rank.result import read_result
+from grpo_rank.sweep import finished_result
+from grpo_rank.threads import launcher_parallelism, plan_threads
 
-from .conftest import TINY, run_cli
-
-STRATEGIES = ("uniform", "proportional", "random")
+from .conftest import ROOT, TINY, compose, job_folders, run_cli, summary_lines
 
 
-def wandb_records(job_dir: Path) -> list[dict]:
-    files = sorted(job_dir.glob("wandb/*/run-*.wandb"))
-    assert files, f"no offline W&B run under {job_dir}"
-    wandb_bin = shutil.which("wandb") or str(Path(__import__("sys").executable).with_name("wandb"))
-    out = subprocess.run([wandb_bin, "leet", "inspect", "--json", str(files[-1])], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+def computed(cache: Path) -> list[dict]:
+    return [r for r in ProfileCache(cache).computations() if r["event"] == "computed"]
+
+
+# ---- launchers are config
+
+@pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm", "submitit_local", "joblib"])
+def test_launchers_compose(launcher, tmp_path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from .conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", return_hydra_config=True,
+                            overrides=[f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}"])
+    lc = cfg.hydra.launcher
+    if launcher == "joblib":
+        assert lc._target_.endswith("JoblibLauncher") and lc.n_jobs == -1
+    else:
+        assert lc.submitit_folder == f"{tmp_path}/.submitit/%j"  # submitit's logs stay with the sweep
+    if launcher == "slurm":
+        assert (lc.cpus_per_task, lc.mem_gb, lc.gpus_per_node, lc.partition) == (1, 4, None, None)
+        assert lc.max_num_timeout >= 1, "a preempted or timed-out job must requeue and resume"
+        assert lc.timeout_min * 60 - lc.signal_delay_s > 60
+
+
+@pytest.mark.parametrize("explicit, launcher, env, expected", [
+    (None, {}, {}, (8, "basic")),  # job after job: each takes the whole machine
+    (None, {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, {},
+     (4, "joblib")),
+    (None, {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+            "array_parallelism": 256}, {}, (2, "submitit_local")),  # 4 jobs side by side on 8 cores
+    (None, {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
+     {"SLURM_CPUS_PER_TASK": "3"}, (3, "SLURM_CPUS_PER_TASK")),
+    (5, {}, {"SLURM_CPUS_PER_TASK": "3"}, (5, "threads setting")),  # the explicit setting wins
+])
+def test_threads_follow_the_launcher(explicit, launcher, env, expected):
+    name, parallel = launcher_parallelism(launcher, sweep_size=4, cores=8)
+    plan = plan_threads(explicit, name, parallel, cores=8, env=env)
+    assert plan.threads == expected[0] and expected[1] in plan.source
+
+
+def test_new_settings_are_typed():
+    from grpo_rank.config import to_typed
+
+    cfg = to_typed(compose("force=true", "grpo.save_steps=5", "profile.cache_dir=/tmp/p"))
+    assert (cfg.force, cfg.grpo.save_steps, cfg.profile.cache_dir) == (True, 5, "/tmp/p")
+
+
+# ---- real sweeps of the tiny model
+
+FAILING = [*TINY, "strategy=uniform", "model.tiny.num_heads=3,4", "tracking.mode=disabled"]
+BAD_JOB, OK_JOB = "model.tiny.num_heads-3", "model.tiny.num_heads-4"
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, cache_dir):
-    root = tmp_path_factory.mktemp("sweep")
-    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0,1",
-                    "tracking.mode=offline", f"hydra.sweep.dir={root}/multirun"], cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "multirun", proc
+def failing(tmp_path_factory, cache_dir):
+    """A sweep whose first job is rejected (64 hidden units do not split into 3 heads) and second finishes."""
+    root = tmp_path_factory.mktemp("failing")
+    cmd = ["grpo_rank.run", "-m", *FAILING, f"hydra.sweep.dir={root}/sweep"]
+    result = root / "sweep" / OK_JOB / RESULT
+    first = run_cli(cmd, cwd=root)
+    mtimes = [result.stat().st_mtime_ns]
+    second = run_cli(cmd, cwd=root)
+    mtimes.append(result.stat().st_mtime_ns)
+    forced = run_cli([*cmd, "force=true"], cwd=root)
+    mtimes.append(result.stat().st_mtime_ns)
+    return root / "sweep", first, second, forced, mtimes
 
 
-def job_dirs(sweep_dir: Path, seed: int = 0) -> dict[str, Path]:
-    jobs = [load_job(p.parent) for p in sweep_dir.glob("*/result.json")]
-    return {j.result["job"]["strategy"]: j.path for j in jobs if j.result["job"]["seed"] == seed}
+def test_one_failing_job_does_not_lose_the_others(failing):
+    sweep, first, _, _, _ = failing
+    assert first.returncode == 1
+    assert read_result(sweep / OK_JOB).status == "ok"
+    lines = summary_lines(first.stdout)
+    # known before any model loads: recorded as this job's failure in one line, and the sweep went on
+    assert lines[BAD_JOB].startswith("failed: config error: model.tiny.num_heads=3")
+    assert lines[OK_JOB].startswith("finished: accuracy")
+    assert "1 of 2 jobs did not finish" in first.stderr
 
 
-def test_one_result_per_job(sweep):
-    sweep_dir, _ = sweep
-    assert len(list(sweep_dir.glob("*/result.json"))) == 6
-    jobs = job_dirs(sweep_dir)
-    assert sorted(jobs) == sorted(STRATEGIES)
-    for strategy, path in jobs.items():
-        res = load_job(path).result
-        assert res["status"] == "ok", res["error"]
-        alloc = res["allocation"]
-        assert alloc["total"] == alloc["budget_total"] == 8 * 12
-        assert res["params"]["built"] == res["params"]["planned"] > 0
-        assert 0.0 <= res["eval"]["ci_low"] <= res["eval"]["accuracy"] <= res["eval"]["ci_high"] <= 1.0
-        assert res["eval"]["n"] == 8 and len(load_job(path).outcomes) == 8
-        assert res["job"]["seed"] == 0 and "seed" not in res["job"]["group"]
-        assert (path / "grad_norms.parquet").exists() and (path / "train_log.jsonl").exists()
-        assert res["train"]["nonzero_spread_fraction"] is not None
+def test_rerun_skips_the_finished_job_and_reruns_the_failed_one(failing):
+    sweep, _, second, _, mtimes = failing
+    assert second.returncode == 1  # the failed job ran again, and failed again
+    lines = summary_lines(second.stdout)
+    assert lines[OK_JOB].startswith("skipped")
+    assert lines[BAD_JOB].startswith("failed")
+    assert mtimes[1] == mtimes[0]  # result.json untouched: nothing trained
+    events = [e["event"] for e in read_jsonl(sweep / OK_JOB / RUNS)]
+    assert events[:4] == ["started", "finished", "skipped", "started"]  # the 4th launch: force=true
+    assert [e["event"] for e in read_jsonl(sweep / BAD_JOB / RUNS)][:4] == [
+        "started", "failed", "started", "failed"]
 
 
-def test_proportional_used_its_profile(sweep):
-    sweep_dir, _ = sweep
-    res = load_job(job_dirs(sweep_dir)["proportional"]).result
-    assert res["profile"]["source"] == "profiled" and res["profile"]["steps"] == 2 and res["profile"]["hash"]
-    grads = load_job(job_dirs(sweep_dir)["proportional"]).grads
-    assert set(grads["phase"].tolist()) == {"profile", "train"}
-    from grpo_rank.importance import importance
-
-    assert importance(grads, "profile").tolist() == pytest.approx(res["allocation"]["importance"])
+def test_force_reruns_a_finished_job(failing):
+    sweep, _, _, forced, mtimes = failing
+    assert summary_lines(forced.stdout)[OK_JOB].startswith("finished")
+    assert mtimes[2] > mtimes[1]
+    assert read_jsonl(sweep / OK_JOB / RUNS)[-1]["event"] == "finished"
 
 
-def test_offline_wandb_runs_hold_per_layer_metrics_and_eval(sweep):
-    sweep_dir, _ = sweep
-    for strategy, path in job_dirs(sweep_dir).items():
-        recs = wandb_records(path)
-        history = {}
-        for r in recs:
-            if r.get("type") == "history":
-                history.update(r["history"]["item"])
-        run = next(r["run"] for r in recs if r.get("type") == "run")
-        for layer in range(12):
-            assert f"grad_share/layer_{layer:02d}" in history, strategy
-            assert f"grad_norm/layer_{layer:02d}" in history, strategy
-        assert "grad_share_module/q_proj" in history
-        assert "eval/accuracy" in history
-        assert history["eval/accuracy"] == pytest.approx(load_job(path).result["eval"]["accuracy"])
-        assert run["display_name"] == f"{strategy}-full-s0"
-        assert run["run_group"] == load_job(path).result["job"]["group"]
+def test_a_finished_job_with_another_config_is_not_skipped(failing, tmp_path):
+    sweep, *_ = failing
+    job = read_result(sweep / OK_JOB)
+    assert finished_result(sweep / OK_JOB, job.job.config_hash) is not None
+    assert finished_result(sweep / OK_JOB, "another") is None
 
 
-def test_dry_run_prints_the_allocation_and_trains_nothing(sweep, tmp_path):
-    sweep_dir, _ = sweep
-    uniform_job = job_dirs(sweep_dir)["uniform"]
-    proc = run_cli(["grpo_rank.run", "model=tiny", "strategy=proportional", "dry_run=true",
-                    f"profile.from_run={uniform_job}", f"hydra.run.dir={tmp_path}/dry"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "layer  rank  importance_share" in proc.stdout
-    res = load_job(tmp_path / "dry").result
-    assert res["status"] == "dry_run" and res["params"]["built"] == res["params"]["planned"]
-    assert f"{res['params']['planned']:,} trainable LoRA parameters" in proc.stdout
-    assert res["profile"]["source"] == "from_run" and res["train"] is None
-    assert not (tmp_path / "dry" / "grad_norms.parquet").exists()
+@pytest.mark.parametrize("content", ["null", "[]", '{"job": "x"}', '{"status": "ok"}', "{trunc", "",
+                                     '{"schema_version": 99, "status": "ok"}'])
+def test_a_damaged_record_is_set_aside_and_the_job_reruns(failing, tmp_path, content, capsys):
+    sweep, *_ = failing
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / RESULT).write_text(content)
+    assert finished_result(job_dir, "any") is None  # no traceback: the job is simply not finished
+    assert not (job_dir / RESULT).exists() and len(list(job_dir.glob(f"{RESULT}.damaged-*"))) == 1
+    assert "result.json" in capsys.readouterr().err
 
 
-def test_report_on_the_real_sweep(sweep, tmp_path):
-    from matplotlib.image import imread
+# ---- slow: the 9-job sweep, and Slurm
 
-    sweep_dir, _ = sweep
-    partial = tmp_path / "partial"
-    shutil.copytree(sweep_dir, partial, ignore=shutil.ignore_patterns("wandb"))
-    lost = job_dirs(partial, seed=1)["random"]
-    (lost / "result.json").unlink()  # a job that died before recording
-    proc = run_cli(["grpo_rank.report", str(partial), "--no-wandb"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = partial / "report"
-    for fig in ("fig1_uniform_grad_share.png", "fig2_amplification.png"):
-        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert imread(out / fig).std() > 0.01, f"{fig} is one flat colour"
-    import csv
+NINE = [*TINY, "strategy=uniform,proportional,random", "seed=0,1,2", "tracking.mode=disabled"]
 
-    rows = list(csv.DictReader((out / "table1.csv").open()))
-    assert sorted(r["strategy"] for r in rows) == sorted(STRATEGIES)
-    md = (out / "report.md").read_text()
-    assert lost.name in md and "Missing and failed jobs" in md
-    assert "Table 1" in proc.stdout
+
+@pytest.mark.slow
+def test_nine_job_sweep_profiles_once_per_seed_and_never_again(tmp_path, cache_dir):
+    first = run_cli(["grpo_rank.run", "-m", *NINE, f"hydra.sweep.dir={tmp_path}/a"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    cache = tmp_path / "multirun" / ".profiles"
+    runs = computed(cache)
+    seeds = {read_result(Path(r["computed_by"])).job.seed for r in runs}
+    assert len(runs) == 3 and seeds == {0, 1, 2}  # only proportional profiles, once per seed
+    # another sweep at another budget needs the same three profiles: none is computed again
+    second = run_cli(["grpo_rank.run", "-m", *NINE, "budget=reduced70", f"hydra.sweep.dir={tmp_path}/b"],
+                     cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert len(computed(cache)) == 3
+    sources = [r.profile.source for r in map(read_result, job_folders(tmp_path / "b").values())
+               if r.job.strategy == "proportional"]
+    assert sources == ["cache"] * 3
+    # and rerunning the first sweep trains nothing
+    third = run_cli(["grpo_rank.run", "-m", *NINE, f"hydra.sweep.dir={tmp_path}/a"], cwd=tmp_path)
+    assert third.returncode == 0
+    assert all(v.startswith("skipped") for v in summary_lines(third.stdout).values())
+    assert len(summary_lines(third.stdout)) == 9
+
+
+def _slurm_up() -> bool:
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "is UP" in out
+
+
+requires_slurm = pytest.mark.skipif(not _slurm_up(), reason="no Slurm: bash ../shared/slurm/local-slurm.sh start")
+
+# 8 steps with a checkpoint every 2: room to preempt one job mid-training
+SLURM_SWEEP = [*TINY, "strategy=uniform,proportional,random", "seed=0", "grpo.steps=8", "grpo.save_steps=2",
+               "tracking.mode=disabled"]
+
+
+def preempt_one_job(sweep_dir: Path, proc: subprocess.Popen, timeout: float = 600) -> tuple[Path, str]:
+    """Preempts the first job seen past a checkpoint, as Slurm would: SIGTERM, then USR2 (what
+    submitit's own Job._interrupt sends). Returns its folder and Slurm job id."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for job in sorted(p for p in sweep_dir.glob("*") if (p / RUNS).exists()):
+            events = read_jsonl(job / RUNS)
+            logged = [r["step"] for r in read_jsonl(job / "train_log.jsonl") if r.get("phase") == "train"]
+            ckpt = list(job.glob("trainer_train/checkpoint-*/grpo_rank_state.json"))
+            if events and ckpt and logged and 3 <= max(logged) < 7:
+                slurm_id = events[-1]["slurm_job_id"]
+                subprocess.run(["scancel", slurm_id, "--signal", "SIGTERM"], check=True)
+                subprocess.run(["scancel", slurm_id, "--signal", "USR2"], check=True)
+                return job, slurm_id
+        if proc.poll() is not None:
+            pytest.fail("the sweep ended before any job could be preempted")
+        time.sleep(0.05)
+    pytest.fail("no job reached a checkpoint in time")
+
+
+@pytest.mark.slow
+@requires_slurm
+def test_slurm_sweep_with_a_preemption_equals_the_local_sweep(tmp_path, cache_dir):
+    local = run_cli(["grpo_rank.run", "-m", *SLURM_SWEEP, f"hydra.sweep.dir={tmp_path}/local",
+                     f"profile.cache_dir={tmp_path}/profiles_local"], cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", "hydra/launcher=slurm", *SLURM_SWEEP,
+                             f"hydra.sweep.dir={tmp_path}/slurm", f"profile.cache_dir={tmp_path}/profiles_slurm"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        preempted, slurm_id = preempt_one_job(tmp_path / "slurm", proc)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    lines = summary_lines(out)
+    assert len(lines) == 3 and all(v.startswith("finished") for v in lines.values()), out
+
+    # the preempted job was requeued under the same Slurm id and resumed from its checkpoint
+    events = read_jsonl(preempted / RUNS)
+    starts = [e for e in events if e["event"] == "started"]
+    assert len(starts) == 2 and {e["slurm_job_id"] for e in starts} == {slurm_id}
+    assert [e.get("slurm_restarts", "0") for e in starts] == ["0", "1"]
+    assert "interrupted" in [e["event"] for e in events]  # submitit's checkpoint-and-requeue exit
+    resumed = read_result(preempted).train.resumed_from_step
+    assert resumed and resumed >= 2
+    assert (tmp_path / "slurm" / ".submitit").is_dir()  # submitit's logs under the sweep
+
+    # every job equals its local twin: allocation, accuracy and every gradient record
+    local_jobs, slurm_jobs = job_folders(tmp_path / "local"), job_folders(tmp_path / "slurm")
+    assert sorted(local_jobs) == sorted(slurm_jobs)
+    for name, lpath in local_jobs.items():
+        sres, lres = read_result(slurm_jobs[name]), read_result(lpath)
+        assert sres.status == "ok"
+        assert sres.allocation == lres.allocation, name
+        assert sres.eval == lres.eval, name
+        sg, lg = read_grad_records(slurm_jobs[name] / GRADS), read_grad_records(lpath / GRADS)
+        assert set(sg) == set(lg)
+        for col in lg:
+            assert np.array_equal(sg[col], lg[col]), (name, col)
+        steps = sg["step"][sg["phase"] == "train"]
+        assert np.unique(steps).tolist() == list(range(1, 9))
+    assert read_result(preempted).job.run_id

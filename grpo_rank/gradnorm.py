@@ -1,4 +1,5 @@
-"""Per-adapter LoRA gradient norms at every optimizer step, before clipping, as trainer callbacks.
+"""The gradient-norm profiler: per-adapter LoRA gradient norms at every optimizer step, before
+clipping, as trainer callbacks (no trainer subclass).
 
 transformers clips gradients before `on_pre_optimizer_step` and zeroes them before `on_step_end`, so
 no callback sees unclipped gradients while the trainer clips. We therefore set the trainer's own
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from .importance import step_norms
 from .lora import MODULE_RE
+from .records import GRAD_COLUMNS
 
 PARAM_RE = re.compile(r"^(.*)\.lora_([AB])\.default\.weight$")
 
@@ -59,10 +62,9 @@ class GradNormProfiler(TrainerCallback):
     `on_step` (optional) receives (step, layer_norms, module_norms) once per step, for streaming.
     """
 
-    def __init__(self, phase: str = "train", on_step: Callable | None = None, step_offset: int = 0):
+    def __init__(self, phase: str = "train", on_step: Callable | None = None):
         self.phase = phase
         self.on_step = on_step
-        self.step_offset = step_offset  # steps already recorded before a resume
         self.params: list[torch.nn.Parameter] = []
         self.meta: list[Adapter] = []
         self._pending: list[tuple[int, torch.Tensor]] = []
@@ -76,6 +78,8 @@ class GradNormProfiler(TrainerCallback):
             raise RuntimeError("GradNormProfiler found no trainable LoRA parameters in the model")
         self._layer = np.array([a.layer for a in self.meta])
         self._module = np.array([a.module for a in self.meta])
+        self._types, self._module_idx = np.unique(self._module, return_inverse=True)
+        self._n_layers = int(self._layer.max()) + 1
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not self.params and model is not None:
@@ -109,27 +113,17 @@ class GradNormProfiler(TrainerCallback):
 
     def aggregate(self, row: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """Per-layer sum of module norms sqrt(A^2 + B^2), and the summed norm per projection type."""
-        sq = row.astype(np.float64) ** 2
-        keys = list(zip(self._layer, self._module))
-        module_sq: dict[tuple[int, str], float] = {}
-        for k, v in zip(keys, sq):
-            module_sq[k] = module_sq.get(k, 0.0) + v
-        n_layers = int(self._layer.max()) + 1
-        layer = np.zeros(n_layers)
-        by_type: dict[str, float] = {}
-        for (lay, mod), v in module_sq.items():
-            layer[lay] += v ** 0.5
-            by_type[mod] = by_type.get(mod, 0.0) + v ** 0.5
-        return layer, by_type
+        layer, by_type = step_norms(row, self._layer, self._module_idx, self._n_layers, len(self._types))
+        return layer, {str(t): float(v) for t, v in zip(self._types, by_type)}
 
     def columns(self) -> dict[str, np.ndarray]:
         """The long, columnar form written to grad_norms.parquet."""
         n_steps, n_ad = len(self.steps), len(self.meta)
         if n_steps == 0:
-            return {c: np.array([]) for c in ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")}
+            return {c: np.array([]) for c in GRAD_COLUMNS}
         return {
             "phase": np.full(n_steps * n_ad, self.phase),
-            "step": np.repeat(np.asarray(self.steps, dtype=np.int32) + self.step_offset, n_ad),
+            "step": np.repeat(np.asarray(self.steps, dtype=np.int32), n_ad),
             "layer": np.tile(self._layer.astype(np.int16), n_steps),
             "module": np.tile(self._module, n_steps),
             "matrix": np.tile(np.array([a.matrix for a in self.meta]), n_steps),

@@ -1,0 +1,67 @@
+"""The profile stage: the importance S(l) a gradient-aware allocation needs, with where it came from.
+
+Either a short GRPO phase at uniform rank on the same model, task and seed (shared through the
+profile cache, profile_cache.py), or the recorded gradients of a finished job
+(`profile.from_run=<job dir>`). S(l) is the study's Eq. 2 (importance.layer_importance).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .allocate import Bounds, allocate
+from .config import RunConfig
+from .importance import layer_importance
+from .profile_cache import Profile, ProfileCache, from_run, profile_key
+from .records import TRAIN_LOG, replace_phase_rows
+from .result import ProfileInfo
+from .train import train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProfileOutcome:
+    importance: list[float]  # S(l) per layer
+    info: ProfileInfo
+    grads: dict[str, np.ndarray] = field(default_factory=dict)  # phase "profile" records, for the job's own file
+    base_touched: bool = False  # the model passed in was trained: reload a clean base before the next phase
+
+
+def uniform_ranks(cfg: RunConfig, num_layers: int) -> list[int]:
+    bounds = Bounds(cfg.lora.r_min, cfg.lora.r_max, cfg.lora.multiple)
+    return allocate("uniform", total=cfg.lora.r * num_layers, bounds=bounds, num_layers=num_layers, r=cfg.lora.r)
+
+
+def profile(cfg: RunConfig, model, tokenizer, train_set, num_layers: int, job_dir: Path, *,
+            on_step: Callable | None = None, on_log: Callable | None = None) -> ProfileOutcome:
+    """S(l) from `profile.from_run`, else from the profile cache (computing it on a miss)."""
+    if cfg.profile.from_run:
+        importance, info = from_run(cfg.profile.from_run, num_layers)
+        return ProfileOutcome(importance, info)
+    ranks = uniform_ranks(cfg, num_layers)
+    key = profile_key(cfg, ranks, cfg.profile.steps)
+
+    def compute(work_dir: Path) -> Profile:
+        log.info("profiling: %d GRPO steps at uniform rank %d", cfg.profile.steps, cfg.lora.r)
+        out = train(model, tokenizer, train_set, ranks, cfg, phase="profile", steps=cfg.profile.steps,
+                    job_dir=job_dir, output_dir=work_dir, on_step=on_step, on_log=on_log)
+        return Profile(out.grads, out.log_rows, {
+            "steps": cfg.profile.steps, "nonzero_spread_fraction": out.nonzero_spread_fraction,
+            "computed_by": str(job_dir.resolve()), "resumed_from_step": out.resumed_from})
+
+    cache = ProfileCache(cfg.profile.cache_dir)
+    prof, source = cache.get_or_compute(key, compute)
+    # the job's log holds its profile either way, so a job folder reads the same from either source
+    replace_phase_rows(job_dir / TRAIN_LOG, "profile", prof.log_rows)
+    info = ProfileInfo(source=source, steps=cfg.profile.steps, phase="profile", path=str(cache.entry(key).resolve()),
+                       key=key, sha256=prof.sha256, computed_by=prof.meta.get("computed_by"),
+                       resumed_from_step=prof.meta.get("resumed_from_step"),
+                       nonzero_spread_fraction=prof.meta.get("nonzero_spread_fraction"))
+    return ProfileOutcome(layer_importance(prof.grads, "profile").tolist(), info, prof.grads,
+                          base_touched=source == "profiled")

@@ -1,0 +1,142 @@
+"""`python -m grpo_rank.run` as a user runs it: a real Hydra multirun of the tiny model into a temp dir
+(3 strategies x 2 seeds), one typed record per job in a folder named by its swept keys, the offline
+W&B runs read back with `wandb leet inspect --json`, a dry run, and the cross-run report built from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from grpo_rank.importance import layer_importance
+from grpo_rank.records import read_grad_records, read_jsonl
+from grpo_rank.result import read_result
+
+from .conftest import TINY, jobs_by_arm, run_cli
+
+STRATEGIES = ("uniform", "proportional", "random")
+
+
+def wandb_records(job_dir: Path) -> list[dict]:
+    files = sorted(job_dir.glob("wandb/*/run-*.wandb"))
+    assert files, f"no offline W&B run under {job_dir}"
+    wandb_bin = shutil.which("wandb") or str(Path(__import__("sys").executable).with_name("wandb"))
+    out = subprocess.run([wandb_bin, "leet", "inspect", "--json", str(files[-1])], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("sweep")
+    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0,1",
+                    "tracking.mode=offline", f"hydra.sweep.dir={root}/multirun"], cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "multirun", proc
+
+
+def job_dirs(sweep_dir: Path, seed: int = 0) -> dict[str, Path]:
+    return {strategy: path for (strategy, _, s), path in jobs_by_arm(sweep_dir).items() if s == seed}
+
+
+def test_one_record_per_job_in_a_folder_named_by_its_swept_keys(sweep):
+    sweep_dir, _ = sweep
+    assert sorted(p.parent.name for p in sweep_dir.glob("*/result.json")) == sorted(
+        f"seed-{seed}_strategy-{s}" for s in STRATEGIES for seed in (0, 1))
+    jobs = job_dirs(sweep_dir)
+    assert sorted(jobs) == sorted(STRATEGIES)
+    for strategy, path in jobs.items():
+        res = read_result(path)
+        assert res.status == "ok", res.error
+        assert res.allocation.total == res.allocation.budget_total == 8 * 12
+        assert res.params.built == res.params.planned > 0
+        assert 0.0 <= res.eval.ci_low <= res.eval.accuracy <= res.eval.ci_high <= 1.0
+        assert res.eval.n == 8 and len(read_jsonl(path / "eval_outcomes.jsonl")) == 8
+        assert res.eval.generation["repetition_penalty"] == 1.0 and res.eval.generation["do_sample"] is False
+        assert res.job.seed == 0 and "seed" not in res.job.group
+        assert (path / "grad_norms.parquet").exists() and (path / "train_log.jsonl").exists()
+        assert res.train.nonzero_spread_fraction is not None
+        assert res.runtime.threads >= 1 and res.runtime.code_version
+
+
+def test_proportional_used_its_profile(sweep):
+    sweep_dir, _ = sweep
+    path = job_dirs(sweep_dir)["proportional"]
+    res = read_result(path)
+    assert res.profile.source == "profiled" and res.profile.steps == 2 and res.profile.key
+    grads = read_grad_records(path / "grad_norms.parquet")
+    assert set(grads["phase"].tolist()) == {"profile", "train"}
+    assert layer_importance(grads, "profile").tolist() == pytest.approx(res.allocation.importance)
+
+
+def test_offline_wandb_runs_hold_per_layer_metrics_and_eval(sweep):
+    sweep_dir, _ = sweep
+    for strategy, path in job_dirs(sweep_dir).items():
+        recs = wandb_records(path)
+        history = {}
+        for r in recs:
+            if r.get("type") == "history":
+                history.update(r["history"]["item"])
+        run = next(r["run"] for r in recs if r.get("type") == "run")
+        for layer in range(12):
+            assert f"grad_share/layer_{layer:02d}" in history, strategy
+            assert f"grad_norm/layer_{layer:02d}" in history, strategy
+        assert "grad_share_module/q_proj" in history
+        assert "eval/accuracy" in history
+        assert history["eval/accuracy"] == pytest.approx(read_result(path).eval.accuracy)
+        assert run["display_name"] == f"{strategy}-full-s0"
+        assert run["run_group"] == read_result(path).job.group
+
+
+def test_dry_run_prints_the_allocation_and_trains_nothing(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    uniform_job = job_dirs(sweep_dir)["uniform"]
+    proc = run_cli(["grpo_rank.run", "model=tiny", "strategy=proportional", "dry_run=true",
+                    f"profile.from_run={uniform_job}", f"hydra.run.dir={tmp_path}/dry"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "layer  rank  importance_share" in proc.stdout
+    res = read_result(tmp_path / "dry")
+    assert res.status == "dry_run" and res.params.built == res.params.planned
+    assert f"{res.params.planned:,} trainable LoRA parameters" in proc.stdout
+    assert res.profile.source == "from_run" and res.profile.phase == "train" and res.train is None
+    assert not (tmp_path / "dry" / "grad_norms.parquet").exists()
+
+
+def test_report_on_the_real_sweep(sweep, tmp_path):
+    from matplotlib.image import imread
+
+    sweep_dir, _ = sweep
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep_dir, partial, ignore=shutil.ignore_patterns("wandb"))
+    lost = job_dirs(partial, seed=1)["random"]
+    (lost / "result.json").unlink()  # a job that died before recording
+    proc = run_cli(["grpo_rank.report", str(partial), "--no-wandb"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = partial / "report"
+    for fig in ("fig1_uniform_grad_share.png", "fig2_amplification.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert imread(out / fig).std() > 0.01, f"{fig} is one flat colour"
+    import csv
+
+    rows = list(csv.DictReader((out / "table1.csv").open()))
+    assert sorted(r["strategy"] for r in rows) == sorted(STRATEGIES)
+    md = (out / "report.md").read_text()
+    assert lost.name in md and "Missing and failed jobs" in md
+    assert "Table 1" in proc.stdout
+
+
+def test_relaunch_with_one_more_seed_runs_only_the_new_jobs(sweep):
+    sweep_dir, first = sweep
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
+    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0,1,2",
+                    "tracking.mode=offline", f"hydra.sweep.dir={sweep_dir}"], cwd=sweep_dir.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = {line.strip().split(": ")[0]: line.strip().split(": ")[1] for line in proc.stdout.splitlines()
+               if line.startswith("  ") and ": " in line}
+    assert sorted(n for n, o in outcome.items() if o == "skipped") == sorted(str(p.parent.name) for p in before)
+    assert sorted(n for n, o in outcome.items() if o == "finished") == sorted(
+        f"seed-2_strategy-{s}" for s in STRATEGIES)
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # the earlier records are untouched
