@@ -10,7 +10,7 @@ Every leaf field is declared with `setting(default, affects, valid=...)` (fields
 once which results it changes (`JOB_AND_PROFILE`, `JOB_ONLY`, `NO_RESULT`), and `result_payload(cfg,
 "job" | "profile")` keeps exactly those, for the run identity and the profile cache key; `valid` is
 its own rule: a numeric range, or the keys of the registry the value picks from (allocate.STRATEGIES,
-tasks.TASKS, rewards.REWARDS, models.LOADERS) or an Enum's values. Rules between fields are `validate`'s.
+tasks.TASKS, rewards.REWARDS, models.LOADERS) or a dict of choices in this module. Rules between fields are `validate`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -41,34 +40,14 @@ class ConfigError(InputError):
     kind = "config error"
 
 
-# Closed choices that have no registry of their own elsewhere.
-class TinyArch(Enum):
-    LLAMA = "llama"
-    QWEN2 = "qwen2"
-
-
-class DType(Enum):
-    AUTO = "auto"  # bf16 on a GPU that supports it, else fp32
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-
-
-class AlphaMode(Enum):
-    FIXED = "fixed"  # the study
-    PER_RANK = "per_rank"
-
-
-class VllmMode(Enum):  # TRL's GRPOConfig.vllm_mode
-    COLOCATE = "colocate"
-    SERVER = "server"
-
-
-class TrackingMode(Enum):
-    AUTO = "auto"  # online when an API key is found, else offline
-    ONLINE = "online"
-    OFFLINE = "offline"
-    DISABLED = "disabled"
+# Closed choices that have no registry of their own elsewhere: value -> what it means.
+TINY_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+DTYPES = {"auto": "bf16 on a GPU that supports it, else fp32", "float32": "fp32", "bfloat16": "bf16",
+          "float16": "fp16"}
+ALPHA_MODES = {"fixed": "alpha as set (the study)", "per_rank": "alpha * r(l) / lora.r: the uniform scaling everywhere"}
+VLLM_MODES = {"colocate": "vLLM in the training process", "server": "a separate trl vllm-serve"}  # TRL's vllm_mode
+TRACKING_MODES = {"auto": "online when an API key is found, else offline", "online": "W&B server",
+                  "offline": "files under the job folder", "disabled": "no W&B"}
 
 
 NAME = NonEmpty()
@@ -78,7 +57,7 @@ COUNT = at_least(1)
 @dataclass
 class TinyModelConfig:
     # 12+ layers so that layer 1 and layers 10-19 coexist: the PEFT regex-key collision needs both.
-    arch: str = setting("llama", valid=OneOf(TinyArch, "architecture"))
+    arch: str = setting("llama", valid=OneOf(TINY_ARCHS, "architecture"))
     num_layers: int = setting(12, valid=COUNT)
     hidden_size: int = setting(64, valid=COUNT)
     intermediate_size: int = setting(128, valid=COUNT)
@@ -96,7 +75,7 @@ class ModelConfig:
     path: str | None = setting(None)
     gguf_package: str | None = setting(None)  # a pip package whose folder holds gguf_file
     gguf_file: str | None = setting(None)
-    dtype: str = setting("auto", valid=OneOf(DType, "dtype"))
+    dtype: str = setting("auto", valid=OneOf(DTYPES, "dtype"))
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -142,7 +121,7 @@ class LoraSettings:
     # alone moves gradient norms). rsLoRA scales by alpha/sqrt(r) instead of alpha/r; alpha_mode=per_rank
     # gives every module alpha * r(l) / lora.r, i.e. the uniform run's scaling alpha/r on every layer.
     use_rslora: bool = setting(False)
-    alpha_mode: str = setting("fixed", valid=OneOf(AlphaMode, "alpha mode"))
+    alpha_mode: str = setting("fixed", valid=OneOf(ALPHA_MODES, "alpha mode"))
 
 
 @dataclass
@@ -159,7 +138,7 @@ class GRPOSettings:
     # reward name (rewards.REWARDS) -> weight; the set comes from the `rewards` group (rewards=partial)
     rewards: dict[str, float] = setting(factory=dict)
     use_vllm: bool | None = setting(None)  # None: only when a GPU and vllm are both present
-    vllm_mode: str = setting("colocate", valid=OneOf(VllmMode, "vLLM mode"))
+    vllm_mode: str = setting("colocate", valid=OneOf(VLLM_MODES, "vLLM mode"))
     gradient_checkpointing: bool = setting(False)
     logging_steps: int = setting(1, JOB_ONLY, valid=COUNT)
     # a checkpoint (adapter, optimizer, scheduler, RNG, gradient records) every N optimizer steps, so a
@@ -190,7 +169,7 @@ class EvalSettings:
 class TrackingSettings:
     project: str = setting("grpo-rank", NO_RESULT, valid=NAME)
     entity: str | None = setting(None, NO_RESULT)
-    mode: str = setting("auto", NO_RESULT, valid=OneOf(TrackingMode, "tracking mode"))
+    mode: str = setting("auto", NO_RESULT, valid=OneOf(TRACKING_MODES, "tracking mode"))
 
 
 @dataclass

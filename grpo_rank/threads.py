@@ -2,7 +2,8 @@
 
 Two torch processes that each take every core oversubscribe badly (measured on 2 cores: a tiny GRPO
 step took 28 s beside another torch process at the default thread count, 0.34 s at one thread each).
-So each job takes `threads` when set, else the CPUs Slurm gave it (`SLURM_CPUS_PER_TASK`), else the
+So each job takes `threads` when set, else `OMP_NUM_THREADS` when the user set it, else the CPUs Slurm
+gave it (`SLURM_CPUS_PER_TASK`), else the
 cores divided by the number of jobs its launcher runs side by side (joblib's `n_jobs`,
 submitit_local's whole sweep up to `array_parallelism`, one for the basic launcher). `apply` sets it
 before torch starts work (the OpenMP variables must be set before torch is imported).
@@ -14,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_applied: str | None = None  # what `apply` last set in this process: the next job's env, not the user's
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ def plan_threads(explicit: int | None, launcher: str, parallel_jobs: int, cores:
     submitit_local, submitit_slurm); `parallel_jobs` how many jobs it runs at once on this machine."""
     if explicit is not None:
         return ThreadPlan(explicit, "threads setting")
+    user = env.get("OMP_NUM_THREADS", "")
+    if user.isdigit() and int(user) > 0 and user != _applied:
+        return ThreadPlan(int(user), "OMP_NUM_THREADS")
     slurm = env.get("SLURM_CPUS_PER_TASK")
     if slurm and slurm.isdigit() and int(slurm) > 0:
         return ThreadPlan(int(slurm), "SLURM_CPUS_PER_TASK")
@@ -57,8 +62,10 @@ def launcher_parallelism(launcher_cfg: dict, sweep_size: int, cores: int) -> tup
 
 def apply(plan: ThreadPlan) -> None:
     """Before torch is imported, the OpenMP/MKL variables; after, torch's own setting too."""
+    global _applied
     for var in THREAD_VARS:
         os.environ[var] = str(plan.threads)
+    _applied = str(plan.threads)
     import sys
 
     if "torch" in sys.modules:

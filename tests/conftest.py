@@ -107,3 +107,12 @@ class JobFiles:
         from grpo_rank.records import OUTCOMES, read_jsonl
 
         return read_jsonl(self.path / OUTCOMES)
+
+
+def slurm_up() -> bool:
+    """Whether the local Slurm cluster answers (`bash ../shared/slurm/local-slurm.sh start` brings it up)."""
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "is UP" in out

@@ -23,7 +23,7 @@ from grpo_rank.result import read_result
 from grpo_rank.sweep import finished_result
 from grpo_rank.threads import launcher_parallelism, plan_threads
 
-from .conftest import ROOT, TINY, compose, job_folders, run_cli, summary_lines
+from .conftest import ROOT, TINY, compose, job_folders, run_cli, summary_lines, slurm_up
 
 
 def computed(cache: Path) -> list[dict]:
@@ -62,6 +62,7 @@ def test_launchers_compose(launcher, tmp_path):
     (None, {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
      {"SLURM_CPUS_PER_TASK": "3"}, (3, "SLURM_CPUS_PER_TASK")),
     (5, {}, {"SLURM_CPUS_PER_TASK": "3"}, (5, "threads setting")),  # the explicit setting wins
+    (None, {}, {"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "3"}, (1, "OMP_NUM_THREADS")),  # the user's
 ])
 def test_threads_follow_the_launcher(explicit, launcher, env, expected):
     name, parallel = launcher_parallelism(launcher, sweep_size=4, cores=8)
@@ -175,15 +176,7 @@ def test_nine_job_sweep_profiles_once_per_seed_and_never_again(tmp_path, cache_d
     assert len(summary_lines(third.stdout)) == 9
 
 
-def _slurm_up() -> bool:
-    try:
-        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "is UP" in out
-
-
-requires_slurm = pytest.mark.skipif(not _slurm_up(), reason="no Slurm: bash ../shared/slurm/local-slurm.sh start")
+requires_slurm = pytest.mark.skipif(not slurm_up(), reason="no Slurm: bash ../shared/slurm/local-slurm.sh start")
 
 # 8 steps with a checkpoint every 2: room to preempt one job mid-training
 SLURM_SWEEP = [*TINY, "strategy=uniform,proportional,random", "seed=0", "grpo.steps=8", "grpo.save_steps=2",
