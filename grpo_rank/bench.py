@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
         else:
             overrides.append(a)
     cfg = _compose(overrides)
-    data = prompt_dataset(load_split(cfg.task, "train"), cfg.task.system_prompt)
+    data = prompt_dataset(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
     ours, plain, prof_s, prof_steps = [], [], 0.0, 0
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(opts["repeats"]):  # interleaved, so drift hits both arms alike

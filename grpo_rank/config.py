@@ -93,6 +93,9 @@ class TaskConfig:
         "Think briefly, then give only the final number. Reply exactly in this format: "
         "<think>your reasoning</think><answer>the number</answer>"
     )
+    # one worked example of the answer format before each question (tasks.SHOT), in training and evaluation:
+    # a 135M model needs it to emit the tags at all; the study's prompts have none (experiment=paper)
+    few_shot: bool = setting(True)
 
 
 @dataclass

@@ -94,7 +94,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             log.info("loading model %s", cfg.model.name)
             model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
             hf = model.config
-            train_set = prompt_dataset(load_split(cfg.task, "train"), cfg.task.system_prompt)
+            train_set = prompt_dataset(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
         n_layers = lora.num_layers(hf)
         laps("load")
 
@@ -141,7 +141,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         test = load_split(cfg.task, cfg.eval.split)
         test = test[: cfg.eval.n] if cfg.eval.n else test
         ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
-                      max_new_tokens=cfg.eval.max_new_tokens)
+                      max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot)
         result.eval = ev.summary(cfg.eval.split)
         write_jsonl(job_dir / OUTCOMES, ev.outcomes)
         metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()

@@ -199,10 +199,10 @@ def messages(question: str, system_prompt: str, few_shot: bool = True) -> list[d
     return [{"role": "system", "content": system_prompt}, *shot, {"role": "user", "content": question}]
 
 
-def prompt_dataset(examples: list[Example], system_prompt: str):
+def prompt_dataset(examples: list[Example], system_prompt: str, few_shot: bool = True):
     """A `datasets.Dataset` in TRL's conversational format; `answer` reaches the reward functions."""
     from datasets import Dataset
 
     return Dataset.from_list([
-        {"prompt": messages(e.question, system_prompt), "answer": e.answer, "id": e.id} for e in examples
+        {"prompt": messages(e.question, system_prompt, few_shot), "answer": e.answer, "id": e.id} for e in examples
     ])

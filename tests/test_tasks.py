@@ -48,3 +48,13 @@ def test_wilson_interval():
     assert lo == 0.0 and 0.27 < hi < 0.28
     lo, hi = wilson_interval(149, 200)  # the study's 74.5% at n=200
     assert 0.68 < lo < 0.69 and 0.80 < hi < 0.81
+
+
+def test_few_shot_is_a_task_option_off_for_the_paper():
+    from grpo_rank.tasks import SHOT, messages
+
+    from .conftest import typed
+
+    with_shot, without = messages("Q?", "sys", True), messages("Q?", "sys", False)
+    assert with_shot[1:-1] == SHOT and [m["role"] for m in without] == ["system", "user"]
+    assert typed().task.few_shot is True and typed("experiment=paper").task.few_shot is False
