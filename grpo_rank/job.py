@@ -78,6 +78,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
     """Runs one job and returns its record; result.json is written even when the job fails."""
     job_dir.mkdir(parents=True, exist_ok=True)
     ident = tracking.identity(cfg, job_dir)
+    # runtime_info resolves use_vllm: true without a GPU is an InputError here, before any model loads
     result = JobResult(status="running", job=ident, config=resolved if resolved is not None else asdict(cfg),
                        runtime=runtime_info(cfg, thread_plan))
     sink = tracking.open_run(cfg, ident, result.config, job_dir)
@@ -90,7 +91,6 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         if cfg.dry_run:
             hf, model, tokenizer, train_set = models.hf_config(cfg.model, cfg.cache_dir), None, None, None
         else:
-            device.use_vllm(cfg.grpo.use_vllm)  # use_vllm=true without a GPU: an InputError before the load
             log.info("loading model %s", cfg.model.name)
             model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
             hf = model.config

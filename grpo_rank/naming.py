@@ -24,16 +24,27 @@ RESOLVER = "grpo_rank_job_dir"
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")  # what may not appear unquoted in a Hydra override value or a path
 
 
-def swept_keys(sweep_dir: str | Path) -> set[str] | None:
-    """The keys swept in this sweep, from its multirun.yaml; None when there is none to read."""
+def expand_sweep(sweep_dir: str | Path) -> tuple[list[list[str]], set[str]]:
+    """Every job's overrides as Hydra's basic sweeper expands `<sweep>/multirun.yaml` (hydra.sweeper.params
+    first, then the command line's), and the swept keys. Raises when there is no readable multirun.yaml."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    hydra_cfg = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra
+    params = hydra_cfg.sweeper.get("params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(args)
+    batches = BasicSweeper.split_arguments(overrides, None)
+    return [list(job) for batch in batches for job in batch], {o.get_key_element() for o in overrides
+                                                                  if o.is_sweep_override()}
+
+
+def swept_keys(sweep_dir: str | Path) -> set[str] | None:
+    """The keys swept in this sweep, from its multirun.yaml; None when there is none to read."""
     try:
-        task = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra.overrides.task
-        overrides = OverridesParser.create().parse_overrides(list(task))
+        return expand_sweep(sweep_dir)[1]
     except Exception:  # noqa: BLE001 - no readable multirun.yaml: fall back to every override
         return None
-    return {o.get_key_element() for o in overrides if o.is_sweep_override()}
 
 
 def job_dir_name(overrides: list[str], swept: set[str] | None) -> str:

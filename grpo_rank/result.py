@@ -218,7 +218,7 @@ def _upgrade_v1(data: dict) -> dict:
     if isinstance(prof, dict):
         prof = dict(prof)
         prof["key"] = prof.pop("hash", None)
-        prof.setdefault("phase", prof.get("phase") or "profile")
+        prof.setdefault("phase", "profile")
         prof.setdefault("path", prof.get("computed_by") or "")
         data["profile"] = {k: v for k, v in prof.items() if k in {f.name for f in dataclasses.fields(ProfileInfo)}}
     return data

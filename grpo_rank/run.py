@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import naming, threads  # noqa: F401  naming registers the job-folder resolver conf/config.yaml uses
+from . import naming, threads  # importing naming registers the job-folder resolver conf/config.yaml uses
 from .config import RunConfig, to_typed, validate
 from .errors import InputError, one_line, run_cli, traceback_requested
 from .preflight import preflight
@@ -56,17 +56,10 @@ def prepare(cfg: DictConfig, launch_dir: str | Path | None = None) -> RunConfig:
 
 def sweep_size(sweep_dir: Path) -> int:
     """How many jobs the sweep in `sweep_dir` has, from the overrides Hydra wrote to its multirun.yaml."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
-        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
-    except (OSError, ValueError, AttributeError):
+        return max(1, len(naming.expand_sweep(sweep_dir)[0]))
+    except Exception:  # noqa: BLE001 - no readable multirun.yaml: count this job alone
         return 1
-    size = 1
-    for override in OverridesParser.create().parse_overrides(list(task)):
-        if override.is_sweep_override():
-            size *= max(1, len(list(override.sweep_iterator())))
-    return size
 
 
 def thread_plan(cfg: RunConfig, hc, job_dir: Path) -> threads.ThreadPlan:

@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .allocate import STRATEGIES
-from .naming import job_dir_name
+from .naming import expand_sweep, job_dir_name
 from .records import RESULT, RUNS, TRAIN_LOG, read_jsonl
 from .result import RecordError, read_result
 from .sweep import last_launch
@@ -74,22 +74,13 @@ class Submission:
 def expected_jobs(sweep_dir: Path) -> tuple[list[list[str]], set[str] | None]:
     """Every job's overrides as Hydra's basic sweeper expands `<sweep>/multirun.yaml` (hydra.sweeper.params
     first, then the command line's), and the swept keys; ([], None) when there is none to read."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
-        hydra_cfg = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-        params = hydra_cfg.sweeper.get("params") or {}
-        args = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
-        overrides = OverridesParser.create().parse_overrides(args)
-        batches = BasicSweeper.split_arguments(overrides, None)
+        return expand_sweep(sweep_dir)
     except Exception as exc:  # noqa: BLE001 - a sweep without (or with an unreadable) multirun.yaml still has folders
         if (sweep_dir / "multirun.yaml").exists():
             print(f"grpo-rank status: cannot expand {sweep_dir / 'multirun.yaml'} ({type(exc).__name__}: {exc}); "
                   "listing job folders only", file=sys.stderr)
         return [], None
-    return [list(job) for batch in batches for job in batch], {o.get_key_element() for o in overrides
-                                                                  if o.is_sweep_override()}
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
