@@ -1,0 +1,29 @@
+"""The cross-run report of one or more sweeps: Table 1, the gradient-share figures, the statistics of the
+study, paired tests between strategies, and a W&B run that mirrors them.
+
+    python -m grpo_rank.report multirun/2025-06-01/12-00-00
+    python -m grpo_rank.report multirun/2025-06-01/12-00-00 multirun/2025-06-02/09-30-00 --out report/
+    python -m grpo_rank.report SWEEP --early 0.2 --late 0.2 --no-wandb
+    python -m grpo_rank.report SWEEP --wandb-report     # also a W&B dashboard (online, wandb-workspaces)
+
+Writes into `<first sweep>/report/` (or --out): report.md (also printed), table1.csv, runs.csv,
+stats.csv, paired.csv, fig1_uniform_grad_share.png and fig2_amplification.png. Partial sweeps are fine:
+jobs without result.json, failed jobs, and jobs that Hydra's multirun.yaml expected but never started
+are listed; a result.json that cannot be read is a note. When the same job (model, task, strategy,
+budget, seed) appears in several sweeps, a finished one wins over a failed one and a later sweep on the
+command line over an earlier one.
+
+The package follows the data: discover.py finds the jobs and reduces each one's records to small arrays
+(one job at a time), tables.py computes the tables, figures.py draws, markdown.py writes report.md,
+wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in grpo_rank/stats.py
+and again in the report's "Definitions" section. Gradient statistics use the training phase's records
+("train"), the gradients of the run at its own ranks. `synthetic.py` writes a sweep of any size in the
+real record format (for tests and `python -m grpo_rank.bench_report`).
+"""
+
+from .cli import Report, build, main
+from .discover import expected_jobs, find_jobs, load
+from .jobs import Arm, Job, arm_of
+from .figures import FIG1, FIG2
+
+__all__ = ["Arm", "FIG1", "FIG2", "Job", "Report", "arm_of", "build", "expected_jobs", "find_jobs", "load", "main"]

@@ -1,0 +1,82 @@
+"""`python -m grpo_rank.report SWEEP...`: build the report (load -> tables -> figures -> markdown ->
+W&B) and print it. See the package docstring for what it writes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .discover import load
+from .jobs import Job
+from .figures import FIG1, FIG2, figure1, figure2
+from .markdown import render
+from .tables import PAIRED_COLUMNS, STATS_COLUMNS, paired_rows, run_rows, stats_rows, table1_rows, write_csv
+
+
+@dataclass
+class Report:
+    out: Path
+    markdown: str
+    jobs: list[Job]
+
+
+def build(sweeps: list[Path], out: Path, early: float = 0.25, late: float = 0.25, use_wandb: bool = True,
+          dashboard: bool = False, progress: bool = True) -> Report:
+    """Load the sweeps, compute every table and figure, write them under `out`, optionally mirror to W&B."""
+    jobs, notes = load(sweeps, early, late, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    t1, runs, st, paired = table1_rows(jobs), run_rows(jobs), stats_rows(jobs), paired_rows(jobs)
+    write_csv(out / "table1.csv", t1)
+    write_csv(out / "runs.csv", runs)
+    write_csv(out / "stats.csv", st, STATS_COLUMNS)
+    write_csv(out / "paired.csv", paired, None if paired else PAIRED_COLUMNS)
+    figure1(jobs, out / FIG1)
+    figure2(jobs, out / FIG2)
+    if use_wandb:
+        from .wandb_mirror import log_wandb, summary_values
+
+        wandb_line = log_wandb(out, jobs, sweeps, {"table1": t1, "stats": st, "paired": paired, "runs": runs},
+                               {"fig1_uniform_grad_share": out / FIG1, "fig2_amplification": out / FIG2},
+                               summary_values(t1, st), dashboard)
+    else:
+        wandb_line = "W&B: skipped (--no-wandb)."
+        if dashboard:
+            wandb_line += " W&B dashboard: skipped, --no-wandb was given."
+    md = render(jobs, notes, sweeps, t1, st, paired, early, late, wandb_line)
+    (out / "report.md").write_text(md)
+    return Report(out=out, markdown=md, jobs=jobs)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import __doc__ as doc
+
+    p = argparse.ArgumentParser(prog="python -m grpo_rank.report", description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweeps", nargs="+", type=Path, help="sweep folders multirun/<date>/<time> (or job folders)")
+    p.add_argument("--out", type=Path, help="output folder (default: <first sweep>/report)")
+    p.add_argument("--early", type=_fraction, default=0.25, help="fraction of steps in the early window")
+    p.add_argument("--late", type=_fraction, default=0.25, help="fraction of steps in the late window")
+    p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
+    p.add_argument("--wandb-report", action="store_true",
+                   help="also create a W&B dashboard (needs wandb-workspaces and online mode)")
+    args = p.parse_args(argv)
+    for s in args.sweeps:
+        if not s.is_dir():
+            p.error(f"{s} is not a folder")
+    out = args.out or args.sweeps[0] / "report"
+    rep = build(args.sweeps, out, args.early, args.late, use_wandb=not args.no_wandb, dashboard=args.wandb_report)
+    if not rep.jobs:
+        print(f"grpo-rank report: no job folders under {', '.join(map(str, args.sweeps))}", file=sys.stderr)
+        return 2
+    print(rep.markdown)
+    print(f"written to {out}/", file=sys.stderr)
+    return 0

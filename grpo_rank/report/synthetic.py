@@ -1,0 +1,175 @@
+"""A synthetic sweep in the real record format, at any size: result.json (a valid JobResult, written by
+result.write_result), grad_norms.parquet (records.write_grad_records) and eval_outcomes.jsonl, in job
+folders as Hydra writes them (`.hydra/overrides.yaml`, and `multirun.yaml` in the sweep folder). For the
+report's benchmark and tests; nothing here trains.
+
+    python -m grpo_rank.report.synthetic OUT --jobs 30 --steps 1000 --layers 30   # paper-length, 420 matrices
+    python -m grpo_rank.report.synthetic OUT --jobs 6 --steps 20 --layers 6 --layout overrides
+
+Jobs run over `strategies` x seeds (strategy outer, as Hydra's basic sweeper orders `strategy=... seed=...`).
+Layouts: `numbered` names job folders `<n>_<strategy>_<budget>_s<seed>` (conf/config.yaml until issue 7),
+`overrides` names them from the job's overrides (`seed-0_strategy-uniform`, grpo_rank/naming.py). Gradient norms are drawn so
+that the statistics are non-trivial: a per-layer profile with a seed's noise, module weights, a drift over
+steps, a rank effect (sqrt(rank / 8)), A and B splitting each module's norm at a random angle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..allocate import Bounds, allocate, budget_total
+from ..importance import PROJECTIONS
+from ..records import GRADS, OUTCOMES, write_grad_records
+from ..result import Allocation, EvalSummary, JobIdentity, JobResult, Params, TrainInfo, write_result
+from ..stats import wilson_interval
+
+STRATEGIES = ("uniform", "proportional", "random")
+ACCURACY = {"none": 0.2, "uniform": 0.5, "proportional": 0.52, "random": 0.47}
+MODEL, TASK, R = "synthetic", "arithmetic", 8
+
+
+def layer_profile(layers: int, seed: int) -> np.ndarray:
+    """A U-shaped per-layer profile (high at the ends, as gradient maps often are) with a seed's noise."""
+    x = np.linspace(-1, 1, layers)
+    return (1 + x ** 2) * np.random.default_rng(1000 + seed).uniform(0.8, 1.2, layers)
+
+
+def grad_columns(phase: str, steps: int, ranks: list[int], modules: tuple[str, ...], rng: np.random.Generator,
+                 profile: np.ndarray, first_step: int = 1) -> dict[str, np.ndarray]:
+    """One phase's records: steps x layers x modules x (A, B) rows, in the profiler's row order."""
+    layers, n_mod = len(ranks), len(modules)
+    weight = np.linspace(1.0, 2.0, n_mod)
+    drift = 1 + 0.5 * np.linspace(0, 1, steps)[:, None] * np.linspace(-1, 1, layers)[None, :]
+    module = (profile[None, :, None] * drift[:, :, None] * weight[None, None, :]
+              * np.sqrt(np.asarray(ranks, dtype=float) / 8)[None, :, None]
+              * rng.lognormal(0, 0.3, (steps, layers, n_mod)))
+    angle = rng.uniform(0.05, 0.5, module.shape)  # mostly B: A's gradient starts at zero
+    ab = np.stack([module * np.sin(angle), module * np.cos(angle)], axis=-1)  # (T, L, M, 2)
+    per_step = layers * n_mod * 2
+    n = steps * per_step
+    return {
+        "phase": np.full(n, phase),
+        "step": np.repeat(np.arange(first_step, first_step + steps, dtype=np.int32), per_step),
+        "layer": np.tile(np.repeat(np.arange(layers, dtype=np.int16), n_mod * 2), steps),
+        "module": np.tile(np.repeat(np.array(modules), 2), steps * layers),
+        "matrix": np.tile(np.array(["A", "B"]), steps * layers * n_mod),
+        "norm": ab.reshape(-1).astype(np.float32),
+        "rank": np.tile(np.repeat(np.asarray(ranks, dtype=np.int16), n_mod * 2), steps),
+        "scaling": np.tile(np.repeat((16 / np.asarray(ranks, dtype=np.float32)), n_mod * 2), steps),
+    }
+
+
+def folder_name(layout: str, num: int, strategy: str, budget: str, seed: int) -> str:
+    if layout == "numbered":
+        return f"{num}_{strategy}_{budget}_s{seed}"
+    return f"seed-{seed}_strategy-{strategy}"  # naming.job_dir_name: swept keys sorted
+
+
+def write_job(job_dir: Path, strategy: str, seed: int, *, steps: int, layers: int, modules: tuple[str, ...],
+              n_questions: int, profile_steps: int = 0, status: str = "ok") -> JobResult:
+    """One job folder; `status` failed writes a failed record without gradients or outcomes."""
+    rng = np.random.default_rng([seed, STRATEGIES.index(strategy) if strategy in STRATEGIES else 9])
+    bounds = Bounds(r_min=4, r_max=32, multiple=4)
+    total = budget_total(R, layers, 1.0, bounds.multiple)
+    profile = layer_profile(layers, seed)
+    importance = profile.tolist() if strategy == "proportional" else None
+    ranks = allocate(strategy, importance, total=total, bounds=bounds, num_layers=layers, seed=seed, r=R) or []
+    (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"strategy={strategy}", f"seed={seed}"]))
+    ident = JobIdentity(strategy=strategy, budget="full", budget_fraction=1.0, seed=seed, model=MODEL, task=TASK,
+                        config_hash="synthetic", group=f"{MODEL}-{TASK}-{strategy}-full",
+                        name=f"{strategy}-full-s{seed}", run_id=f"{strategy}-{seed}")
+    config = {"model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": strategy},
+              "budget": {"name": "full", "fraction": 1.0}, "seed": seed,
+              "lora": {"r": R, "target_modules": list(modules)},
+              "tracking": {"project": "grpo-rank-synthetic", "entity": None, "mode": "auto"}}
+    result = JobResult(status=status, job=ident, config=config,
+                       allocation=Allocation(ranks=list(ranks), total=sum(ranks), budget_total=total if ranks else 0,
+                                             r_min=bounds.r_min, r_max=bounds.r_max, multiple=bounds.multiple,
+                                             num_layers=layers, importance=importance),
+                       params=Params(planned=sum(ranks) * 1000, built=sum(ranks) * 1000))
+    if status != "ok":
+        result.error = "RuntimeError: synthetic failure"
+        write_result(job_dir, result)
+        return result
+    if ranks:
+        cols = grad_columns("train", steps, ranks, modules, rng, profile)
+        if profile_steps:
+            prof = grad_columns("profile", profile_steps, [R] * layers, modules, rng, profile)
+            cols = {k: np.concatenate([prof[k], cols[k]]) for k in cols}
+        write_grad_records(job_dir / GRADS, cols)
+        result.train = TrainInfo(steps=steps, nonzero_spread_fraction=float(rng.uniform(0.6, 1.0)),
+                                 importance=[0.0] * layers)
+    correct = rng.random(n_questions) < ACCURACY.get(strategy, 0.5)
+    (job_dir / OUTCOMES).write_text("".join(
+        json.dumps({"index": i, "id": f"q{i:04d}", "gold": str(i), "prediction": str(i) if c else "0",
+                    "tagged": True, "parsed": True, "correct": bool(c), "reply": ""}) + "\n"
+        for i, c in enumerate(correct.tolist())))
+    k = int(correct.sum())
+    lo, hi = wilson_interval(k, n_questions)
+    result.eval = EvalSummary(split="test", n=n_questions, correct=k, accuracy=k / n_questions, ci_low=lo,
+                              ci_high=hi, parse_failures=0, parse_failure_rate=0.0)
+    result.timings = {"total_s": 1.0}
+    write_result(job_dir, result)
+    return result
+
+
+def make_sweep(sweep: Path, jobs: int = 30, steps: int = 1000, layers: int = 30, modules: int = len(PROJECTIONS),
+               n_questions: int = 200, layout: str = "numbered", profile_steps: int = 0,
+               strategies: tuple[str, ...] = STRATEGIES, failed: tuple[int, ...] = (),
+               unfinished: tuple[int, ...] = ()) -> Path:
+    """A sweep folder of `jobs` jobs; jobs numbered in `failed` fail, those in `unfinished` have a folder
+    but no result.json (killed), and Hydra's multirun.yaml expects every strategy x seed."""
+    sweep = Path(sweep)
+    sweep.mkdir(parents=True, exist_ok=True)
+    names = tuple(PROJECTIONS[:modules]) if modules <= len(PROJECTIONS) else tuple(
+        list(PROJECTIONS) + [f"extra{i}_proj" for i in range(modules - len(PROJECTIONS))])
+    seeds = math.ceil(jobs / len(strategies))
+    subdir = ("${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}" if layout == "numbered"
+              else "${hydra.job.override_dirname}")
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({
+        "hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                              "max_batch_size": None, "params": None},
+                  "sweep": {"dir": str(sweep), "subdir": subdir},
+                  "overrides": {"hydra": ["hydra.mode=MULTIRUN"],
+                                "task": [f"strategy={','.join(strategies)}",
+                                         f"seed={','.join(str(s) for s in range(seeds))}"]}},
+        "model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": strategies[0]},
+        "budget": {"name": "full", "fraction": 1.0}, "seed": 0}))
+    for num in range(jobs):
+        strategy, seed = strategies[num // seeds], num % seeds
+        job_dir = sweep / folder_name(layout, num, strategy, "full", seed)
+        if num in unfinished:
+            (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+            (job_dir / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump([f"strategy={strategy}", f"seed={seed}"]))
+            continue
+        write_job(job_dir, strategy, seed, steps=steps, layers=layers, modules=names, n_questions=n_questions,
+                  profile_steps=profile_steps if strategy == "proportional" else 0,
+                  status="failed" if num in failed else "ok")
+    return sweep
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m grpo_rank.report.synthetic", description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--jobs", type=int, default=30)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--layers", type=int, default=30)
+    p.add_argument("--modules", type=int, default=len(PROJECTIONS))
+    p.add_argument("--questions", type=int, default=200)
+    p.add_argument("--layout", choices=("numbered", "overrides"), default="numbered")
+    p.add_argument("--profile-steps", type=int, default=0)
+    a = p.parse_args(argv)
+    make_sweep(a.out, a.jobs, a.steps, a.layers, a.modules, a.questions, a.layout, a.profile_steps)
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()
