@@ -3,7 +3,10 @@ PY      := .venv/bin/python
 SWEEP   ?= $(shell ls -d multirun/20*/* 2>/dev/null | sort | tail -n 1)
 ARGS    ?=
 
-.PHONY: help setup sweep run test test-slow bench bench-quick report status clean
+STUDY   ?= multirun/study
+STUDY_RUN = $(PY) -m grpo_rank.run -m experiment=cpu_study hydra/launcher=joblib hydra.launcher.n_jobs=2
+
+.PHONY: help setup sweep study run test test-slow bench bench-quick report status clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +25,11 @@ setup: .venv/.ready ## create .venv with the CPU build of torch, this package an
 
 sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline (~30 min on 2 cores)
 	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
+
+study: setup ## the CPU study (experiment=cpu_study: 5 arms x 3 seeds + 2 rsLoRA arms, ~80 min on 2 cores) and its report in docs/cpu_study
+	$(STUDY_RUN) strategy=none,uniform,proportional,random,shuffled seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
+	$(STUDY_RUN) strategy=uniform,proportional seed=0,1,2 lora.alpha_mode=rslora hydra.sweep.dir=$(STUDY)/rslora $(ARGS)
+	$(PY) -m grpo_rank.report $(STUDY)/fixed $(STUDY)/rslora --out docs/cpu_study --no-wandb
 
 run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change
 	$(PY) -m grpo_rank.run $(ARGS)

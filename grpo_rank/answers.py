@@ -238,3 +238,13 @@ def judge(reply: str, gold: str) -> Judgement:
     answer = reply[start:end].strip()
     value = parse_answer(answer) if may_be_value else None
     return Judgement(_shown(answer), False, value == target, value, (start, end))
+
+
+# eval.scoring -> what counts as a correct answer in evaluation
+SCORING = {"any": "the tagged answer, else the last \\boxed{}, else the last number",
+           "tagged": "only the answer inside <answer></answer> (the study's correctness reward)"}
+
+
+def counts(j, scoring: str) -> bool:
+    """Whether judgement `j` is a correct answer under `scoring`."""
+    return bool(j.correct and (j.tagged or scoring == "any"))

@@ -25,6 +25,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .allocate import STRATEGIES
 from .errors import InputError
+from .answers import SCORING
+from .importance import ALPHA_MODES, SIGNALS
 from .fields import (JOB_ONLY, NO_RESULT, NonEmpty, OneOf, Range, above, at_least, broken_fields,
                      payload, setting)
 from .models import LOADERS
@@ -44,7 +46,6 @@ class ConfigError(InputError):
 TINY_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 DTYPES = {"auto": "bf16 on a GPU that supports it, else fp32", "float32": "fp32", "bfloat16": "bf16",
           "float16": "fp16"}
-ALPHA_MODES = {"fixed": "alpha as set (the study)", "per_rank": "alpha * r(l) / lora.r: the uniform scaling everywhere"}
 VLLM_MODES = {"colocate": "vLLM in the training process", "server": "a separate trl vllm-serve"}  # TRL's vllm_mode
 TRACKING_MODES = {"auto": "online when an API key is found, else offline", "online": "W&B server",
                   "offline": "files under the job folder", "disabled": "no W&B"}
@@ -120,10 +121,9 @@ class LoraSettings:
     r_min: int = setting(4, JOB_ONLY, valid=COUNT)
     r_max: int = setting(64, JOB_ONLY, valid=COUNT)
     multiple: int = setting(4, JOB_ONLY, valid=COUNT)
-    # Controls for the scaling artefact (with fixed alpha, ||grad B|| ~ alpha/sqrt(r), so moving rank
-    # alone moves gradient norms). rsLoRA scales by alpha/sqrt(r) instead of alpha/r; alpha_mode=per_rank
-    # gives every module alpha * r(l) / lora.r, i.e. the uniform run's scaling alpha/r on every layer.
-    use_rslora: bool = setting(False)
+    # The scaling artefact's control: with fixed alpha, ||grad B|| ~ alpha/sqrt(r) at init, so moving rank
+    # alone moves gradient norms down; rslora (alpha/sqrt(r)) is neutral; per_rank (the uniform run's
+    # alpha/lora.r everywhere) moves them up as sqrt(r). ALPHA_MODES says each one's scaling.
     alpha_mode: str = setting("fixed", valid=OneOf(ALPHA_MODES, "alpha mode"))
 
 
@@ -158,6 +158,12 @@ class ProfileSettings:
     # computed profiles, shared by every job (and Slurm node) that needs the same one; a relative path
     # is taken from the directory the sweep was launched in
     cache_dir: str = setting("multirun/.profiles", NO_RESULT, valid=NAME)
+    # what S(l) is computed on (importance.SIGNALS): the LoRA gradients (the study's Eq. 2) or the
+    # gradients of the frozen weights under them, which no LoRA rank or alpha moves
+    signal: str = setting("lora", JOB_ONLY, valid=OneOf(lambda: list(SIGNALS), "importance signal"))
+    # record ||dL/dW|| of every targeted frozen weight beside the LoRA norms, in every phase (the report's
+    # rank-invariant view of the shift); profile.signal=full_weight needs it
+    full_weight: bool = setting(True)
 
 
 @dataclass
@@ -166,6 +172,9 @@ class EvalSettings:
     n: int | None = setting(32, JOB_ONLY, valid=COUNT)  # None: the whole split
     batch_size: int = setting(32, JOB_ONLY, valid=COUNT)
     max_new_tokens: int = setting(64, JOB_ONLY, valid=COUNT)
+    # what counts as correct (evaluate.SCORING): `tagged` is the study's correctness reward; `any` also
+    # takes an untagged final number, for a model that never learnt the format (the demo)
+    scoring: str = setting("any", JOB_ONLY, valid=OneOf(lambda: list(SCORING), "scoring"))
 
 
 @dataclass
@@ -272,6 +281,9 @@ def validate(cfg: RunConfig) -> None:
               f"set grpo.per_device_batch_size to a multiple of {g.num_generations}")
     check_rewards(g.rewards)
     needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
+    if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
+        _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
+              "gradients", "set profile.full_weight=true (or profile.signal=lora)")
     if needs_profile and cfg.profile.from_run is None and cfg.profile.steps < 1:
         _fail("profile.steps", cfg.profile.steps, f"strategy={cfg.strategy.name} needs a profile",
               "set profile.steps>=1 or profile.from_run=<job dir>")

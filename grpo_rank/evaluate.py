@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from .result import EvalSummary
+from .answers import counts
 from .rewards import judge
 from .stats import wilson_interval
 from .tasks import Example, messages
@@ -54,7 +55,7 @@ def generate(model, tokenizer, prompts: list[str], settings: dict) -> list[str]:
 
 
 def evaluate(model, tokenizer, examples: list[Example], system_prompt: str, *, batch_size: int,
-             max_new_tokens: int, few_shot: bool = True, progress: bool = True) -> EvalResult:
+             max_new_tokens: int, few_shot: bool = True, scoring: str = "any", progress: bool = True) -> EvalResult:
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
@@ -67,13 +68,14 @@ def evaluate(model, tokenizer, examples: list[Example], system_prompt: str, *, b
                                                  add_generation_prompt=True) for e in batch]
         for i, (e, reply) in enumerate(zip(batch, generate(model, tokenizer, prompts, settings))):
             j = judge(reply, e.answer)
-            correct += j.correct
+            ok = counts(j, scoring)
+            correct += ok
             failures += j.answer is None
             outcomes.append({"index": start + i, "id": e.id, "gold": e.answer, "prediction": j.answer,
-                             "tagged": j.tagged, "parsed": j.answer is not None, "correct": bool(j.correct),
-                             "reply": reply})
+                             "tagged": j.tagged, "parsed": j.answer is not None, "correct": ok,
+                             "value_correct": bool(j.correct), "reply": reply})
         bar.update(len(batch))
     bar.close()
     if was_training:
         model.train()
-    return EvalResult(len(examples), correct, failures, outcomes, {**settings, "few_shot": few_shot})
+    return EvalResult(len(examples), correct, failures, outcomes, {**settings, "few_shot": few_shot, "scoring": scoring})

@@ -9,6 +9,13 @@ exactly what it would have seen (the trainer still logs the pre-clip total norm)
 
 Norms are computed on the device in one batched call (`torch._foreach_norm`) and stacked; the host
 copy happens once per step, not once per parameter.
+
+With `full_weight=True` the same rows also hold ||dL/dW|| of every targeted frozen projection W
+(matrix "W"): the rank- and alpha-independent signal of `profile.signal=full_weight`. W stays frozen
+and out of the optimizer: a forward hook on each LoRA layer keeps its input X and hooks the output's
+gradient G = dL/dy (y = W x + LoRA(x), so dL/d(Wx) = dL/dy), and dL/dW = G^T X is summed over the
+micro-batches of the step. Cost: one more (tokens x out x in) matmul per projection and micro-batch,
+and a float32 buffer the size of the targeted weights.
 """
 
 from __future__ import annotations
@@ -38,10 +45,11 @@ class Adapter:
     scaling: float
 
 
-def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter]]:
-    """The trainable LoRA matrices of a PEFT model, with where they sit and their module's rank/scaling."""
+def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter], list[torch.nn.Module]]:
+    """The trainable LoRA matrices of a PEFT model, with where they sit and their module's rank/scaling,
+    and the LoRA layer each belongs to."""
     modules = dict(model.named_modules())
-    params, meta = [], []
+    params, meta, owners = [], [], []
     for name, p in model.named_parameters():
         m = PARAM_RE.match(name)
         if not (m and p.requires_grad):
@@ -51,20 +59,69 @@ def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter]]:
             continue
         lora_layer = modules[m.group(1)]
         params.append(p)
+        owners.append(lora_layer)
         meta.append(Adapter(int(where.group(1)), where.group(2), m.group(2), int(lora_layer.r["default"]),
                             float(lora_layer.scaling["default"])))
-    return params, meta
+    return params, meta, owners
+
+
+class FullWeightGrads:
+    """dL/dW of the frozen base weight under every LoRA layer, accumulated over a step's micro-batches."""
+
+    def __init__(self):
+        self.layers: list = []
+        self.sums: dict[int, torch.Tensor] = {}
+        self.handles: list = []
+
+    def attach(self, lora_layers: list) -> None:
+        self.layers = lora_layers
+        for i, module in enumerate(lora_layers):
+            self.handles.append(module.register_forward_hook(self._forward_hook(i)))
+
+    def _forward_hook(self, i: int):
+        def hook(module, inputs, output):
+            # no graph (generation, evaluation, a checkpointed layer's no-grad pass): nothing flows back
+            if not (torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad):
+                return
+            x = inputs[0]
+            output.register_hook(lambda g: self._accumulate(i, x, g))
+        return hook
+
+    def _accumulate(self, i: int, x: torch.Tensor, g: torch.Tensor) -> None:
+        grad_w = g.reshape(-1, g.shape[-1]).T.float() @ x.reshape(-1, x.shape[-1]).float()
+        if i in self.sums:
+            self.sums[i].add_(grad_w)
+        else:
+            self.sums[i] = grad_w
+
+    def norms(self, like: torch.Tensor) -> torch.Tensor:
+        """This step's ||dL/dW|| per layer in attach order (0 where no gradient flowed); resets the sums."""
+        w = [self.sums.get(i) for i in range(len(self.layers))]
+        out = torch.zeros(len(w), dtype=torch.float32, device=like.device)
+        have = [i for i, t in enumerate(w) if t is not None]
+        if have:
+            out[have] = torch.stack(torch._foreach_norm([w[i] for i in have])).float().to(like.device)
+        self.sums.clear()
+        return out
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
 
 
 class GradNormProfiler(TrainerCallback):
-    """Records ||grad|| of every LoRA A and B matrix at every optimizer step.
+    """Records ||grad|| of every LoRA A and B matrix at every optimizer step, and with `full_weight`
+    the gradient norm of each frozen projection under them (matrix "W").
 
-    `on_step` (optional) receives (step, layer_norms, module_norms) once per step, for streaming.
+    `on_step` (optional) receives (step, layer_norms, module_norms) once per step, for streaming; those
+    are the LoRA signal's, as in the study.
     """
 
-    def __init__(self, phase: str = "train", on_step: Callable | None = None):
+    def __init__(self, phase: str = "train", on_step: Callable | None = None, full_weight: bool = False):
         self.phase = phase
         self.on_step = on_step
+        self.full_weight = FullWeightGrads() if full_weight else None
         self.params: list[torch.nn.Parameter] = []
         self.meta: list[Adapter] = []
         self._pending: list[tuple[int, torch.Tensor]] = []
@@ -73,9 +130,15 @@ class GradNormProfiler(TrainerCallback):
         self.seconds = 0.0  # wall time spent in this callback: its overhead, reported by `make bench`
 
     def attach(self, model) -> None:
-        self.params, self.meta = lora_adapters(model)
+        self.params, self.meta, self.owners = lora_adapters(model)
         if not self.params:
             raise RuntimeError("GradNormProfiler found no trainable LoRA parameters in the model")
+        self.n_lora = len(self.meta)
+        if self.full_weight is not None:
+            # one W per LoRA layer; its B matrix's entry carries the layer's place, rank and scaling
+            owners = [(m, a) for m, a in zip(self.owners, self.meta) if a.matrix == "B"]
+            self.full_weight.attach([m for m, _ in owners])
+            self.meta = self.meta + [Adapter(a.layer, a.module, "W", a.rank, a.scaling) for _, a in owners]
         self._layer = np.array([a.layer for a in self.meta])
         self._module = np.array([a.module for a in self.meta])
         self._types, self._module_idx = np.unique(self._module, return_inverse=True)
@@ -89,6 +152,8 @@ class GradNormProfiler(TrainerCallback):
         t = time.perf_counter()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         norms = torch.stack(torch._foreach_norm(grads)).float()  # one kernel launch group, stays on device
+        if self.full_weight is not None:
+            norms = torch.cat([norms, self.full_weight.norms(norms)])
         self._pending.append((state.global_step + 1, norms))
         self.seconds += time.perf_counter() - t
 
@@ -99,6 +164,8 @@ class GradNormProfiler(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.flush()
+        if self.full_weight is not None:
+            self.full_weight.detach()
 
     def flush(self) -> None:
         if not self._pending:
@@ -112,8 +179,9 @@ class GradNormProfiler(TrainerCallback):
         self._pending.clear()
 
     def aggregate(self, row: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """Per-layer sum of module norms sqrt(A^2 + B^2), and the summed norm per projection type."""
-        layer, by_type = step_norms(row, self._layer, self._module_idx, self._n_layers, len(self._types))
+        """Per-layer sum of module norms sqrt(A^2 + B^2), and the summed norm per projection type (LoRA rows)."""
+        n = self.n_lora
+        layer, by_type = step_norms(row[:n], self._layer[:n], self._module_idx[:n], self._n_layers, len(self._types))
         return layer, {str(t): float(v) for t, v in zip(self._types, by_type)}
 
     def columns(self) -> dict[str, np.ndarray]:

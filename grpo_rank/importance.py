@@ -5,6 +5,8 @@ profile (S(l) from recorded gradients) and the report (one job's gradients at a 
 The study's Eq. 2: S(l) = mean over optimizer steps of the sum, over layer l's LoRA modules, of each
 module's gradient L2 norm. A module's norm is the norm over all its LoRA parameters,
 sqrt(||grad A||^2 + ||grad B||^2); the records keep A and B apart so other choices stay possible.
+The same reduction on the full-weight rows (matrix "W": ||dL/dW|| of each frozen projection, recorded
+by gradnorm.FullWeightGrads) gives the rank-invariant S(l) of `profile.signal=full_weight`.
 
     from grpo_rank.importance import read_cube
     cube = read_cube("multirun/.../0_uniform_full_s0/grad_norms.parquet", "train")
@@ -32,6 +34,37 @@ import numpy as np
 # the report's and W&B's column order; other module names follow, sorted
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 READ_COLUMNS = ("phase", "step", "layer", "module", "norm")
+# what an importance is measured on (profile.signal) -> the record rows' `matrix` values it reads
+SIGNALS = {
+    "lora": ("A", "B"),  # the study's Eq. 2: LoRA gradients, which move with rank and alpha (the artefact)
+    "full_weight": ("W",),  # ||dL/dW|| of the frozen base weight: the same whatever the LoRA rank or alpha
+}
+FULL_WEIGHT = "W"
+# lora.alpha_mode -> the LoRA scaling s(l) it gives, and the log-log slope of a module's gradient norm
+# against its rank that this scaling alone produces at init: with B = 0, ||grad B|| ~ s(l) * sqrt(r(l))
+ALPHA_MODES = {"fixed": "alpha / r(l), as in the study: slope -1/2",
+               "rslora": "alpha / sqrt(r(l)) (rsLoRA): slope 0",
+               "per_rank": "alpha / lora.r on every layer (alpha grows with r(l)): slope +1/2"}
+SCALING_SLOPES = {"fixed": -0.5, "rslora": 0.0, "per_rank": 0.5}
+
+
+def lora_scaling(alpha_mode: str, alpha: float, r_uniform: int, rank) -> np.ndarray:
+    """s(l) of a module at LoRA rank `rank` (scalar or array) under `alpha_mode`, as PEFT sets it."""
+    rank = np.asarray(rank, dtype=np.float64)
+    if alpha_mode == "fixed":
+        return alpha / rank
+    if alpha_mode == "rslora":
+        return alpha / np.sqrt(rank)
+    if alpha_mode == "per_rank":
+        return np.full_like(rank, alpha / r_uniform)
+    raise KeyError(alpha_mode)
+
+
+def scaling_normalised(norm, alpha_mode: str, alpha: float, r_uniform: int, rank) -> np.ndarray:
+    """A module's gradient norm with the scaling artefact divided out: norm / (s(l) * sqrt(r(l))), times
+    the uniform run's s * sqrt(r) so that a uniform run's norms are unchanged."""
+    ref = lora_scaling(alpha_mode, alpha, r_uniform, r_uniform) * np.sqrt(r_uniform)
+    return np.asarray(norm, dtype=np.float64) * ref / (lora_scaling(alpha_mode, alpha, r_uniform, rank) * np.sqrt(rank))
 
 
 @dataclass(frozen=True)
@@ -109,10 +142,11 @@ def _cube(step: np.ndarray, layer: np.ndarray, codes: np.ndarray, names: list[st
     return GradCube(steps=steps, modules=modules, cube=cube)
 
 
-def grad_cube(columns: dict[str, np.ndarray], phase: str) -> GradCube | None:
-    """The GradCube of one phase of gradient records in columnar form (records.read_grad_records:
-    phase, step, layer, module, matrix, norm, rank, scaling); None when the phase has no rows."""
-    sel = np.asarray(columns["phase"]) == phase
+def grad_cube(columns: dict[str, np.ndarray], phase: str, signal: str = "lora") -> GradCube | None:
+    """The GradCube of one phase and signal (SIGNALS) of gradient records in columnar form
+    (records.read_grad_records: phase, step, layer, module, matrix, norm, rank, scaling); None when
+    there are no such rows."""
+    sel = (np.asarray(columns["phase"]) == phase) & np.isin(np.asarray(columns["matrix"]).astype(str), SIGNALS[signal])
     if not sel.any():
         return None
     names, codes = np.unique(np.asarray(columns["module"])[sel].astype(str), return_inverse=True)
@@ -152,34 +186,58 @@ def _phase_in_row_groups(meta, phase: str) -> str:
     return seen.pop() if len(seen) == 1 else "some"
 
 
-def read_cube(path: Path | str, phase: str) -> GradCube | None:
-    """The GradCube of one phase of a grad_norms.parquet, reading only the columns it needs; None when
-    the file has no rows of that phase. Nothing but the cube outlives the call."""
+def _has_full_weight(meta) -> bool:
+    """Whether any row may be a full-weight ("W") row, from the `matrix` column's statistics alone
+    ("A" < "B" < "W": a file of LoRA rows only has max "B")."""
+    if "matrix" not in meta.schema.names:
+        return False
+    col = meta.schema.names.index("matrix")
+    for i in range(meta.num_row_groups):
+        st = meta.row_group(i).column(col).statistics
+        if st is None or not st.has_min_max or st.max >= FULL_WEIGHT:
+            return True
+    return False
+
+
+def read_cube(path: Path | str, phase: str, signal: str = "lora") -> GradCube | None:
+    """The GradCube of one phase and signal (SIGNALS) of a grad_norms.parquet, reading only the columns
+    it needs; None when the file has no such rows. Nothing but the cube outlives the call."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path, read_dictionary=["phase", "module"])
+    pf = pq.ParquetFile(path, read_dictionary=["phase", "module", "matrix"])
     found = _phase_in_row_groups(pf.metadata, phase)
     if found == "none":
         return None
+    # files without full-weight rows (most) need no matrix column for the LoRA signal
+    by_matrix = signal != "lora" or _has_full_weight(pf.metadata)
+    if signal != "lora" and not _has_full_weight(pf.metadata):
+        return None
     # a file of one phase (a job's training records) needs no phase column: its statistics said so
-    table = pf.read(columns=[c for c in READ_COLUMNS if c != "phase" or found == "some"])
+    wanted = [c for c in READ_COLUMNS if c != "phase" or found == "some"] + (["matrix"] if by_matrix else [])
+    table = pf.read(columns=wanted)
     codes, names = _dictionary_codes(table.column("module"))
     step, layer, norm = (table.column(c).to_numpy() for c in ("step", "layer", "norm"))
+    sel = np.ones(step.size, dtype=bool)
     if found == "some":
         phase_codes, phase_names = _dictionary_codes(table.column("phase"))
         if phase not in phase_names:
             return None
-        sel = phase_codes == phase_names.index(phase)
+        sel &= phase_codes == phase_names.index(phase)
+    if by_matrix:
+        m_codes, m_names = _dictionary_codes(table.column("matrix"))
+        sel &= np.isin(m_codes, [i for i, n in enumerate(m_names) if n in SIGNALS[signal]])
+    if not sel.all():
         step, layer, codes, norm = step[sel], layer[sel], codes[sel], norm[sel]
     return _cube(step, layer, codes, names, norm)
 
 
 def layer_importance(columns: dict[str, np.ndarray], phase: str = "train",
-                     modules: Sequence[str] | set[str] | None = None) -> np.ndarray:
-    """S(l), Eq. 2, of one phase of gradient records in columnar form; ValueError when it has none."""
-    cube = grad_cube(columns, phase)
+                     modules: Sequence[str] | set[str] | None = None, signal: str = "lora") -> np.ndarray:
+    """S(l), Eq. 2, of one phase of gradient records in columnar form, on the LoRA gradients or
+    (signal="full_weight") on the frozen weights' gradients; ValueError when there are none."""
+    cube = grad_cube(columns, phase, signal)
     if cube is None:
-        raise ValueError(f"no gradient records for phase {phase!r}")
+        raise ValueError(f"no {signal} gradient records for phase {phase!r}")
     return cube.layer_importance(modules)
 
 

@@ -3,7 +3,8 @@
 Each stage lives in its own module and returns its typed part of the job record (result.py):
 
     load      models.load, tasks.load_split       the model, tokenizer and data
-    profile   profiling.profile                   S(l) and where it came from (ProfileInfo)
+    profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
+                                                  whose training is the profile publishes it (train)
     allocate  allocate.plan, lora.planned_params  per-layer ranks (Allocation) and Params
     train     train.train                         TrainInfo, the trained model, gradient records
     evaluate  evaluate.evaluate                   EvalSummary and per-question outcomes
@@ -29,7 +30,7 @@ from .allocate import STRATEGIES, Bounds, plan
 from .config import RunConfig
 from .errors import one_line
 from .evaluate import evaluate
-from .importance import layer_importance
+from .importance import FULL_WEIGHT, layer_importance
 from .records import GRADS, OUTCOMES, write_grad_records, write_jsonl
 from .result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
 from .tasks import load_split, prompt_dataset
@@ -125,14 +126,19 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         laps("allocate")
 
         if strategy.trains:
-            out = train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
-                        job_dir=job_dir, on_step=tracking.Streamer(sink, "train").step,
-                        on_log=tracking.Streamer(sink, "train").log)
+            streams = dict(on_step=tracking.Streamer(sink, "train").step, on_log=tracking.Streamer(sink, "train").log)
+            if profiling.publishes(cfg, ranks, n_layers):  # this training is also the gradient-aware arms' profile
+                out, result.profile = profiling.train_publishing(cfg, model, tokenizer, train_set, ranks, job_dir,
+                                                                 **streams)
+            else:
+                out = train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
+                            job_dir=job_dir, **streams)
             grads.append(out.grads)
             model = out.model
             result.params.built = out.built_params
             result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
                                      importance=layer_importance(out.grads, "train").tolist(),
+                                     importance_full_weight=_full_weight_importance(out.grads),
                                      resumed_from_step=out.resumed_from)
             sink.summary({"params/trainable": out.built_params,
                           "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
@@ -141,7 +147,8 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         test = load_split(cfg.task, cfg.eval.split)
         test = test[: cfg.eval.n] if cfg.eval.n else test
         ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
-                      max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot)
+                      max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot,
+                      scoring=cfg.eval.scoring)
         result.eval = ev.summary(cfg.eval.split)
         write_jsonl(job_dir / OUTCOMES, ev.outcomes)
         metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()
@@ -163,6 +170,13 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
         result.wandb.error = sink.error
         write_result(job_dir, result)
+
+
+def _full_weight_importance(grads: dict[str, np.ndarray]) -> list[float] | None:
+    """S(l) on the frozen weights' gradients, when they were recorded (profile.full_weight)."""
+    if FULL_WEIGHT not in set(np.asarray(grads["matrix"]).astype(str).tolist()):
+        return None
+    return layer_importance(grads, "train", signal="full_weight").tolist()
 
 
 def _dry_run(cfg: RunConfig, result: JobResult, hf) -> JobResult:

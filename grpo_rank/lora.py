@@ -66,12 +66,12 @@ def lora_config(sites: Sequence[Site], ranks: Sequence[int], settings: LoraSetti
         alpha_pattern = {re.escape(s.name): settings.alpha * ranks[s.layer] / settings.r for s in sites}
     return LoraConfig(
         r=settings.r,  # never used: every targeted module has its own rank_pattern entry
-        lora_alpha=settings.alpha,  # fixed alpha, as in the study: scaling alpha/r moves with the rank
+        lora_alpha=settings.alpha,  # alpha_mode=fixed, as in the study: scaling alpha/r moves with the rank
         lora_dropout=settings.dropout,
         target_modules=[s.name for s in sites],
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
-        use_rslora=settings.use_rslora,
+        use_rslora=settings.alpha_mode == "rslora",
         bias="none",
         task_type="CAUSAL_LM",
     )

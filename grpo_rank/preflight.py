@@ -180,7 +180,7 @@ def gguf_block_count(path: Path) -> int:
 def check_from_run(cfg: RunConfig, num_layers: int | None) -> None:
     """`profile.from_run`, when the strategy reads it: the same reading the profile stage does (only reads)."""
     if cfg.profile.from_run and STRATEGIES[cfg.strategy.name].needs_profile:
-        from_run(cfg.profile.from_run, num_layers)
+        from_run(cfg.profile.from_run, num_layers, cfg.profile.signal)
 
 
 def check_budget(cfg: RunConfig, num_layers: int | None) -> None:

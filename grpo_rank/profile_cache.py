@@ -120,7 +120,8 @@ class ProfileCache:
 
     def get_or_compute(self, key: str, compute: Callable[[Path], Profile]) -> tuple[Profile, str]:
         """(profile, "cache" | "profiled"). `compute(work_dir)` runs at most once per key at a time: the
-        first job takes the lock and computes, the others wait on it and then read the entry."""
+        first job takes the lock and computes, the others wait on it and then read the entry. A uniform
+        job publishes its training as the profile through this same call (profiling.train_publishing)."""
         hit = self.load(key)
         if hit is not None:
             return hit, "cache"
@@ -165,7 +166,7 @@ def _digest(key: str, files: dict, meta: dict) -> str:
     return hashlib.sha256(json.dumps({"key": key, "files": files, "meta": meta}, sort_keys=True).encode()).hexdigest()
 
 
-def from_run(path: str | Path, num_layers: int | None = None) -> tuple[list[float], ProfileInfo]:
+def from_run(path: str | Path, num_layers: int | None = None, signal: str = "lora") -> tuple[list[float], ProfileInfo]:
     """S(l) from a finished job's records: its profile phase if it had one, else its training (a profile
     only when that job trained at uniform rank). Only reads; every problem is an InputError naming it."""
     where = f"profile.from_run={str(path)!r}"
@@ -193,15 +194,18 @@ def from_run(path: str | Path, num_layers: int | None = None) -> tuple[list[floa
         raise InputError(f"{where}: a {job.job.strategy} job's training gradients are no uniform-rank profile; "
                          "use a uniform job or one that profiled")
     try:
-        importance = layer_importance(grads, phase).tolist()
+        importance = layer_importance(grads, phase, signal=signal).tolist()
     except (KeyError, ValueError) as exc:
+        if signal == "full_weight" and "no full_weight" in str(exc):
+            raise InputError(f"{where}: that job recorded no full-weight gradients (profile.full_weight was "
+                             "off); use profile.signal=lora, or a job run with profile.full_weight=true") from None
         raise InputError(f"{where}: {folder / GRADS} lacks what a profile needs ({type(exc).__name__}: {exc}); "
                          "rerun that job with force=true or use another") from None
     if num_layers is not None and len(importance) != num_layers:
         raise InputError(f"{where} profiled {len(importance)} layers, this model has {num_layers}; use a job "
                          "of the same model")
     steps = int(len(np.unique(grads["step"][grads["phase"] == phase])))
-    info = ProfileInfo(source="from_run", steps=steps, phase=phase, path=str(folder.resolve()),
+    info = ProfileInfo(source="from_run", steps=steps, phase=phase, path=str(folder.resolve()), signal=signal,
                        key=job.profile.key if job.profile else None, sha256=sha256_file(folder / GRADS),
                        computed_by=str(folder.resolve()))
     return importance, info

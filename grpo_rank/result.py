@@ -60,7 +60,8 @@ class Allocation:
 @dataclass
 class ProfileInfo:
     """Where the importance profile came from. `source`: profiled (this job computed it), cache (another
-    job had), from_run (`profile.from_run`)."""
+    job had), from_run (`profile.from_run`), published (a uniform job whose training is the profile: it
+    put its records in the profile cache for the gradient-aware jobs of the same settings)."""
 
     source: str
     steps: int
@@ -71,6 +72,7 @@ class ProfileInfo:
     computed_by: str | None = None  # job folder that computed it
     resumed_from_step: int | None = None
     nonzero_spread_fraction: float | None = None
+    signal: str = "lora"  # what S(l) was computed on (importance.SIGNALS)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class TrainInfo:
     nonzero_spread_fraction: float | None  # fraction of steps with reward spread in some group
     importance: list[float]  # S(l) of this run's own training gradients
     resumed_from_step: int | None = None
+    importance_full_weight: list[float] | None = None  # S(l) on the frozen weights' gradients (profile.full_weight)
 
 
 @dataclass

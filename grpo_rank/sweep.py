@@ -61,7 +61,8 @@ def finished_detail(result: JobResult) -> str:
     if result.train and result.train.resumed_from_step:
         parts.append(f"resumed from step {result.train.resumed_from_step}")
     if result.profile:
-        parts.append(f"profile from {result.profile.source}")
+        src = result.profile.source
+        parts.append("its training published as the profile" if src == "published" else f"profile from {src}")
     return "; ".join(parts)
 
 

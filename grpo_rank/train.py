@@ -124,7 +124,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     sites = lora.find_sites(model, cfg.lora.target_modules)
     planned = lora.planned_params(model.config, ranks, cfg.lora.target_modules)
     peft_config = lora.lora_config(sites, ranks, cfg.lora)
-    profiler = GradNormProfiler(phase=phase, on_step=on_step)
+    profiler = GradNormProfiler(phase=phase, on_step=on_step, full_weight=cfg.profile.full_weight)
     clipper = ClipGradients(cfg.grpo.max_grad_norm)
     logs = LogSink(job_dir / TRAIN_LOG, phase, on_log)
     output_dir = Path(output_dir or job_dir / f"trainer_{phase}")

@@ -174,7 +174,7 @@ def test_wrong_type_fails_at_compose(override):
     (["strategy=proportional", "dry_run=true"], "profile.from_run=None: dry_run trains nothing"),
     (["task=gsm8k", "task.hub_id=null"], "task.path=None: gsm8k needs local files or a hub id"),
     (["tracking.mode=cloud"], "tracking.mode='cloud': unknown tracking mode; use one of auto, online"),
-    (["lora.alpha_mode=sqrt"], "lora.alpha_mode='sqrt': unknown alpha mode; use one of fixed, per_rank"),
+    (["lora.alpha_mode=sqrt"], "lora.alpha_mode='sqrt': unknown alpha mode; use one of fixed, rslora, per_rank"),
     (["+grpo.rewards.typo=1.0"], "grpo.rewards.typo=1.0: unknown reward; use names from format, correctness"),
 ])
 def test_errors_name_the_field_and_the_fix(overrides, message):
@@ -236,6 +236,8 @@ def test_result_payloads_make_the_old_decisions(overrides):
     full = dataclasses.asdict(cfg)
     assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT)
     old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS)
+    # added after e72c1ca: whether the frozen weights' gradients are recorded changes a profile's records
+    old_profile["profile"] = {"full_weight": cfg.profile.full_weight}
     assert result_payload(cfg, "profile") == old_profile
 
 

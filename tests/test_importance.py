@@ -94,7 +94,7 @@ def test_sparse_steps_missing_cells_and_unknown_modules():
     assert (g.cube[:, 2, 0] == 0).all()
     np.testing.assert_allclose(g.layer_importance(), loop_importance(cols, "train"), rtol=1e-12)
     assert imp.grad_cube(cols, "profile") is None
-    with pytest.raises(ValueError, match="no gradient records for phase 'profile'"):
+    with pytest.raises(ValueError, match="no lora gradient records for phase 'profile'"):
         imp.layer_importance(cols, "profile")
 
 
@@ -152,3 +152,47 @@ def test_step_norms_is_one_step_of_the_cube():
 def test_importance_does_not_import_torch():
     code = "import sys, grpo_rank.importance; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def full_weight_rows(w_norm: np.ndarray, phase: str = "train") -> dict:
+    """One "W" row per (step, layer, module): the frozen weight's gradient norm, as the profiler writes it."""
+    t, l, m = w_norm.shape
+    idx = np.indices((t, l, m)).reshape(3, -1)
+    n = idx.shape[1]
+    return {"phase": np.full(n, phase), "step": (idx[0] + 1).astype(np.int32), "layer": idx[1].astype(np.int16),
+            "module": np.array(MODULES)[idx[2]], "matrix": np.full(n, "W"), "norm": w_norm.reshape(-1),
+            "rank": np.full(n, 8, dtype=np.int16), "scaling": np.full(n, 2.0, dtype=np.float32)}
+
+
+@pytest.mark.parametrize("in_file", [False, True])
+def test_the_two_signals_read_their_own_rows(tmp_path, in_file):
+    """LoRA rows (A, B) and full-weight rows (W) of the same steps never mix: each signal's cube is the
+    one its rows alone give, in memory and from parquet; a file without W rows has no full-weight cube."""
+    rng = np.random.default_rng(8)
+    lora_norm, w_norm = rng.uniform(0.1, 1, (3, 4, 7)), rng.uniform(5, 9, (3, 4, 7))
+    cols = concat(records(lora_norm), full_weight_rows(w_norm))
+    lora_only = records(lora_norm)
+
+    def cube(c, signal):
+        if not in_file:
+            return imp.grad_cube(c, "train", signal)
+        path = tmp_path / f"{signal}-{len(c['norm'])}.parquet"
+        write_grad_records(path, c)
+        return imp.read_cube(path, "train", signal)
+
+    np.testing.assert_allclose(cube(cols, "lora").cube, lora_norm, rtol=1e-6)
+    np.testing.assert_allclose(cube(cols, "full_weight").cube, w_norm, rtol=1e-6)
+    np.testing.assert_allclose(imp.layer_importance(cols, "train", signal="full_weight"), w_norm.sum(2).mean(0),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(cube(lora_only, "lora").cube, cube(cols, "lora").cube)
+    assert cube(lora_only, "full_weight") is None
+
+
+def test_scaling_normalisation_divides_out_exactly_the_predicted_factor():
+    r0, ranks = 8, np.array([4, 8, 16, 32])
+    for mode, slope in imp.SCALING_SLOPES.items():
+        s = imp.lora_scaling(mode, 16.0, r0, ranks)
+        raw = 3.0 * s * np.sqrt(ranks)  # a norm that only the scaling moves
+        assert np.polyfit(np.log(ranks), np.log(raw), 1)[0] == pytest.approx(slope)
+        np.testing.assert_allclose(imp.scaling_normalised(raw, mode, 16.0, r0, ranks),
+                                   3.0 * imp.lora_scaling(mode, 16.0, r0, r0) * np.sqrt(r0))

@@ -85,9 +85,12 @@ def test_qwen2_5_1_5b_uniform_r32_is_36_929_536():
     assert lora.meta_build(hf, [32] * 28, LoraSettings(r=32)) == 36_929_536
 
 
-@pytest.mark.parametrize("mode", ["fixed", "per_rank"])
+@pytest.mark.parametrize("mode", ["fixed", "rslora", "per_rank"])
 def test_alpha_mode_sets_the_scaling(tiny, mode):
-    """fixed: scaling alpha/r moves with each layer's rank; per_rank: every layer keeps alpha/lora.r."""
+    """fixed: scaling alpha/r moves with each layer's rank; rslora: alpha/sqrt(r); per_rank: every layer
+    keeps alpha/lora.r; importance.lora_scaling (the report's normalisation) says the same."""
+    from grpo_rank.importance import lora_scaling
+
     from peft import get_peft_model
 
     model, _ = models.load(ModelConfig(name="tiny", source="tiny", tiny=TinyModelConfig()), "/nonexistent", 0)
@@ -98,5 +101,6 @@ def test_alpha_mode_sets_the_scaling(tiny, mode):
     modules = dict(peft_model.named_modules())
     for s in sites:
         scaling = modules[f"base_model.model.{s.name}"].scaling["default"]
-        expected = 16.0 / 8 if mode == "per_rank" else 16.0 / ranks[s.layer]
+        expected = {"per_rank": 16.0 / 8, "fixed": 16.0 / ranks[s.layer], "rslora": 16.0 / ranks[s.layer] ** 0.5}[mode]
         assert scaling == pytest.approx(expected), s.name
+        assert lora_scaling(mode, 16.0, 8, ranks[s.layer]) == pytest.approx(expected)

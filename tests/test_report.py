@@ -338,7 +338,7 @@ def test_paired_mcnemar_and_bootstrap(cli_run):
 def test_report_md_defines_statistics_and_names_wandb_panels(cli_run):
     out, _ = cli_run
     md = (out / "report.md").read_text()
-    for text in ("## Definitions", "ceil(0.3 L)", "max_l S(l) / min_l S(l)", "McNemar", "Which W&B panels to open",
+    for text in ("## Definitions", "round(0.3 L)", "max_l S(l) / min_l S(l)", "McNemar", "Which W&B panels to open",
                  "grad_share/layer_XX", "grad_norm/layer_XX", "grad_share_module/<proj>", "eval/accuracy",
                  "eval/ci_low", "`strategy` config key", rp.FIG1, rp.FIG2):
         assert text in md, text
@@ -470,7 +470,7 @@ def same(new, old, where: str) -> None:
 
 @pytest.mark.parametrize("scenario", ["known", "synthetic", "five_seeds"])
 def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_factory):
-    from grpo_rank.report import tables
+    from grpo_rank.report import gradstats, tables
     from grpo_rank.report.markdown import render
 
     root = tmp_path_factory.getbasetemp() / "golden"
@@ -482,7 +482,7 @@ def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_
               "synthetic": [root / "synthetic" / "multirun" / "2025-02-02" / "12-00-00"],
               "five_seeds": [root / "seeds" / "multirun" / "2025-02-03" / "08-00-00"]}[scenario]
     jobs, notes = rp.load(sweeps, progress=False)
-    got = {"table1": tables.table1_rows(jobs), "runs": tables.run_rows(jobs), "stats": tables.stats_rows(jobs),
+    got = {"table1": tables.table1_rows(jobs), "runs": tables.run_rows(jobs), "stats": gradstats.stats_rows(jobs),
            "paired": tables.paired_rows(jobs)}
     for name, rows in got.items():
         cols = expected[name]
@@ -500,7 +500,7 @@ def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_
 
 def test_job_folders_named_from_overrides_read_like_numbered_ones(tmp_path):
     """Jobs are known by their records, so the folder layout changes nothing but the folder names."""
-    from grpo_rank.report import tables
+    from grpo_rank.report import gradstats, tables
     from grpo_rank.report.synthetic import make_sweep
 
     kw = dict(jobs=5, steps=4, layers=4, modules=2, n_questions=10, failed=(1,), unfinished=(3,))
@@ -511,7 +511,7 @@ def test_job_folders_named_from_overrides_read_like_numbered_ones(tmp_path):
     (num, num_notes), (ovr, ovr_notes) = loaded["numbered"], loaded["overrides"]
     assert num_notes == ovr_notes == []
     assert "seed-0_strategy-uniform" in {j.name for j in ovr}
-    for f in (tables.table1_rows, tables.stats_rows, tables.paired_rows):
+    for f in (tables.table1_rows, gradstats.stats_rows, tables.paired_rows):
         assert repr(f(num)) == repr(f(ovr)), f.__name__
     status = lambda jobs: sorted((j.strategy, j.seed, j.status, j.detail) for j in jobs)  # noqa: E731
     assert status(num) == status(ovr)
@@ -552,3 +552,199 @@ def test_expected_jobs_without_hydra_equal_hydras_basic_sweeper(args, tmp_path):
     hydra = [discover.parse_overrides(ovs) for ovs in discover._hydra_sweep(args)]
     assert [e["overrides"] for e in expected] == hydra
     assert (discover._simple_sweep(args) is None) == ("(" in "".join(args) or "[" in "".join(args))
+
+
+# --- the scaling artefact (issue 8): synthetic sweeps whose scaling slope is planted -----------------------
+
+PLANTED = {"fixed": -0.5, "rslora": 0.0, "per_rank": 0.5}  # log-log slope of norm vs rank that s(r) sqrt(r) gives
+
+
+@pytest.fixture(scope="module")
+def scaling_sweep(tmp_path_factory):
+    """uniform and proportional x fixed, rslora, per_rank x 3 seeds, 28 layers, W rows; only the scaling
+    moves the norms (no amplification planted), little noise."""
+    from grpo_rank.report.synthetic import make_sweep
+
+    sweep = make_sweep(tmp_path_factory.mktemp("scaling") / "multirun" / "d" / "t", jobs=18, steps=6, layers=28,
+                       modules=7, n_questions=20, strategies=("uniform", "proportional"),
+                       alpha_modes=tuple(PLANTED), full_weight=True, noise=0.05)
+    return rp.build([sweep], sweep / "report", use_wandb=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def amplified_sweep(tmp_path_factory):
+    """fixed alpha with a real rank effect planted beyond the scaling: norms also grow as (r / r0)^0.5."""
+    from grpo_rank.report.synthetic import make_sweep
+
+    sweep = make_sweep(tmp_path_factory.mktemp("amplified") / "multirun" / "d" / "t", jobs=6, steps=6, layers=28,
+                       modules=3, n_questions=20, strategies=("uniform", "proportional"), alpha_modes=("fixed",),
+                       full_weight=True, noise=0.05, amplification=0.5)
+    return rp.build([sweep], sweep / "report", use_wandb=False, progress=False)
+
+
+def mode_stat(rows, mode, statistic, seed="mean", strategy="proportional", subset="all") -> dict:
+    found = [r for r in rows if (r["alpha_mode"], r["strategy"], r["statistic"], r["seed"], r["subset"])
+             == (mode, strategy, statistic, seed, subset)]
+    assert len(found) == 1, (mode, statistic, seed, found)
+    return found[0]
+
+
+@pytest.mark.parametrize("mode", list(PLANTED))
+def test_the_planted_scaling_slope_is_recovered(scaling_sweep, mode):
+    rows = read_csv(scaling_sweep.out / "stats.csv")
+    for statistic in ("scaling_slope_init", "scaling_slope"):
+        for seed in ("s0", "s1", "s2"):
+            r = mode_stat(rows, mode, statistic, seed)
+            assert float(r["value"]) == pytest.approx(PLANTED[mode], abs=0.05), (statistic, seed)
+            assert 0 < float(r["ci_high"]) - float(r["ci_low"]) < 0.1  # an OLS interval over 28 layers, not a point
+            assert r["n"] == "28" and f"predicted at init {PLANTED[mode]:g} (alpha_mode={mode})" in r["note"]
+        mean = mode_stat(rows, mode, statistic)
+        assert float(mean["value"]) == pytest.approx(PLANTED[mode], abs=0.03)
+        assert float(mean["ci_low"]) < PLANTED[mode] < float(mean["ci_high"])
+    # the full-weight signal has no scaling: slope 0 whatever the alpha mode
+    for statistic in ("scaling_slope_full_weight_init", "scaling_slope_full_weight"):
+        assert float(mode_stat(rows, mode, statistic)["value"]) == pytest.approx(0.0, abs=0.03)
+    # uniform runs are the reference: no slope of their own
+    assert not [r for r in rows if r["strategy"] == "uniform" and r["statistic"].startswith("scaling_slope")]
+
+
+def test_only_scaling_moving_norms_gives_no_normalised_rank_shift(scaling_sweep):
+    rows = read_csv(scaling_sweep.out / "stats.csv")
+    raw = {m: float(mode_stat(rows, m, "rank_shift_pearson", "pooled")["value"]) for m in PLANTED}
+    # the artefact on raw norms: against the ranks with fixed alpha, with them with per_rank, ~0 with rsLoRA
+    assert raw["fixed"] < -0.9 and raw["per_rank"] > 0.9 and abs(raw["rslora"]) < 0.35
+    for m in PLANTED:  # 3 seeds x 28 layers of noise: |r| < 0.35 is ~3 standard errors
+        for view in ("_normalised", "_full_weight"):
+            assert abs(float(mode_stat(rows, m, f"rank_shift_pearson{view}", "pooled")["value"])) < 0.35, (m, view)
+        # amplification: fixed alpha flattens the raw map (< 1), per_rank steepens it; normalised ~1
+        assert float(mode_stat(rows, m, "amplification_max_min_normalised")["value"]) == pytest.approx(1, abs=0.1)
+    assert float(mode_stat(rows, "fixed", "amplification_max_min")["value"]) < 0.9
+    assert float(mode_stat(rows, "per_rank", "amplification_max_min")["value"]) > 1.3
+
+
+def test_a_real_rank_effect_survives_normalisation(amplified_sweep):
+    rows = read_csv(amplified_sweep.out / "stats.csv")
+    # fixed alpha's -1/2 and the planted +1/2 cancel on raw LoRA norms; the full weight sees the +1/2 alone
+    assert float(mode_stat(rows, "fixed", "scaling_slope_init")["value"]) == pytest.approx(0.0, abs=0.05)
+    assert float(mode_stat(rows, "fixed", "scaling_slope_full_weight")["value"]) == pytest.approx(0.5, abs=0.05)
+    for view in ("_normalised", "_full_weight"):
+        assert float(mode_stat(rows, "fixed", f"rank_shift_pearson{view}", "pooled")["value"]) > 0.9
+    head = amplified_sweep.markdown.split("## Headline")[1].split("## Table 1")[0]
+    assert "Beyond scaling: a positive rank-shift correlation remains (the scaling-normalised interval [" in head
+
+
+def test_the_headline_prints_the_computed_values(scaling_sweep):
+    rows = read_csv(scaling_sweep.out / "stats.csv")
+    head = scaling_sweep.markdown.split("## Headline")[1].split("## Table 1")[0]
+    bullets = [line for line in head.splitlines() if line.startswith("- **proportional/full")]
+    assert len(bullets) == 3  # one per alpha mode
+    for mode, line in zip(PLANTED, bullets):
+        assert ("alpha_mode=" in line.split("**")[1]) == (mode != "fixed")
+        for view, name in (("", "raw"), ("_normalised", "scaling-normalised"), ("_full_weight", "full-weight")):
+            r = mode_stat(rows, mode, f"rank_shift_pearson{view}", "pooled")
+            assert (f"{float(r['value']):.3f} [{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}] {name}"
+                    in line), (mode, view, line)
+            amp = mode_stat(rows, mode, f"amplification_max_min{view}")
+            assert f"{float(amp['value']):.3f} [" in line
+        assert f"(predicted {PLANTED[mode]:g} for alpha_mode={mode})" in line
+        # only scaling moves these norms: the rank-invariant views' intervals contain 0
+        assert "Beyond scaling: no rank-shift correlation is resolved (the scaling-normalised interval [" in line
+        assert "n/a" not in line
+
+
+def test_arms_split_by_alpha_mode_and_compare_within_it(scaling_sweep):
+    t1 = read_csv(scaling_sweep.out / "table1.csv")
+    assert [(r["strategy"], r["alpha_mode"]) for r in t1] == [(s, m) for s in ("uniform", "proportional")
+                                                              for m in PLANTED]
+    assert all(r["signal"] == "lora" and r["n_ok"] == "3" for r in t1)
+    rows = read_csv(scaling_sweep.out / "stats.csv")
+    assert mode_stat(rows, "fixed", "rank_shift_pearson", "pooled")["note"].startswith("vs uniform/full;")
+    assert mode_stat(rows, "rslora", "rank_shift_pearson", "pooled")["note"].startswith(
+        "vs uniform/full (alpha_mode=rslora);")
+    paired = read_csv(scaling_sweep.out / "paired.csv")
+    assert {(r["alpha_mode"], r["reference"]) for r in paired} == {
+        ("fixed", "uniform/full"), ("rslora", "uniform/full (alpha_mode=rslora)"),
+        ("per_rank", "uniform/full (alpha_mode=per_rank)")}
+    # Table 1 in markdown shows the alpha mode (it varies); the known sweep's does not (all at the default)
+    assert "| model | task | strategy | budget | alpha mode | ranks |" in scaling_sweep.markdown
+
+
+def test_same_shape_statistics_are_on_normalised_norms(scaling_sweep):
+    rows = read_csv(scaling_sweep.out / "stats.csv")
+    # fixed alpha: the raw map is flattened by the scaling, each projection's normalised map is uniform's
+    for proj in ("q_proj", "down_proj"):
+        uni = float(mode_stat(rows, "fixed", "max_min_ratio", strategy="uniform", subset=proj)["value"])
+        prop = float(mode_stat(rows, "fixed", "max_min_ratio", subset=proj)["value"])
+        assert prop == pytest.approx(uni, rel=0.1)
+    raw = float(mode_stat(rows, "fixed", "max_min_ratio")["value"])
+    assert raw < 0.9 * float(mode_stat(rows, "fixed", "max_min_ratio", strategy="uniform")["value"])
+
+
+def test_known_sweep_prints_k_the_normal_half_width_and_no_full_weight(cli_run):
+    out, _ = cli_run
+    md = (out / "report.md").read_text()
+    assert "top-30% share (k=3 of 10)" in md
+    assert "alpha mode" not in md.split("## Table 1")[1].split("\n\n")[1]  # all at the default: not shown
+    t1 = {r["strategy"]: r for r in read_csv(out / "table1.csv")}
+    half = lambda k: 100 * 1.959963984540054 * math.sqrt(k / N_Q * (1 - k / N_Q) / N_Q)  # noqa: E731
+    assert t1["uniform"]["normal_half_width_per_run"] == f"s0 ±{half(20):.2f}; s1 ±{half(22):.2f}"
+    runs = {r["job"]: r for r in read_csv(out / "runs.csv")}
+    assert float(runs["0_uniform_full_s0"]["normal_half_width"]) == pytest.approx(half(20) / 100)
+    head = md.split("## Headline")[1].split("## Table 1")[0]
+    assert "n/a (no full-weight records) full-weight" in head
+    rows = read_csv(out / "stats.csv")
+    assert not [r for r in rows if "full_weight" in r["statistic"]]
+    assert stat(rows, "uniform", "top30_share", seed="s0")["note"] == "k=3 of 10 layers"
+
+
+def test_definitions_state_the_predictions_and_the_normalisation(cli_run):
+    out, _ = cli_run
+    defs = " ".join((out / "report.md").read_text().split("## Definitions")[1].split())  # lines rejoined
+    for text in ("fixed -1/2, rslora 0, per_rank +1/2", "*falls* as the rank grows", "s(r0) sqrt(r0) / (s(r) sqrt(r))",
+                 "x(l) = log(r(l) / r_uniform(l))", "n - 2 degrees of freedom", "first recorded training step",
+                 "1.96 sqrt(p (1 - p) / n)", "k = round(0.3 L)", "Gini on one projection type at a time (the same weight "
+                 "shape in every layer), on scaling-normalised norms"):
+        assert text in defs, text
+    assert "grows with rank" not in defs and "gradient norm grows" not in defs
+
+
+def test_arm_of_and_the_uniform_reference():
+    """The signal does not split runs that read no profile; the base model has no alpha mode."""
+    from grpo_rank.report.jobs import Arm, Job, uniform_reference
+
+    def job(strategy, alpha_mode="fixed", signal="lora"):
+        return Job(sweep=Path("."), name="x", status="ok", strategy=strategy, budget="full", model=MODEL, task=TASK,
+                   alpha_mode=alpha_mode, signal=signal)
+
+    assert job("uniform", "rslora", "full_weight").arm == Arm(MODEL, TASK, "uniform", "full", "rslora", "lora")
+    assert job("random", signal="full_weight").arm.signal == "lora"
+    assert job("none", "per_rank").arm.alpha_mode == "fixed"
+    prop = job("proportional", "rslora", "full_weight").arm
+    assert prop.signal == "full_weight"
+    arms = {a: [] for a in (Arm(MODEL, TASK, "uniform", "full"), Arm(MODEL, TASK, "uniform", "full", "rslora"), prop)}
+    assert uniform_reference(arms, prop) == Arm(MODEL, TASK, "uniform", "full", "rslora")
+    assert uniform_reference({prop: [], Arm(MODEL, TASK, "uniform", "full"): []}, prop) is None  # never across modes
+
+
+def test_records_and_unstarted_jobs_say_their_alpha_mode(tmp_path):
+    from grpo_rank.report import discover
+    from grpo_rank.report.synthetic import make_sweep
+
+    # an older record's lora.use_rslora: true reads as alpha_mode rslora
+    d = write_job(tmp_path / "old", "0_uniform_full_s0", "uniform", 0, ranks=[8] * L, correct=set())
+    record = json.loads((d / "result.json").read_text())
+    record["config"]["lora"] = {"r": 8, "alpha": 16, "use_rslora": True}
+    (d / "result.json").write_text(json.dumps(record))
+    (job,), _ = rp.find_jobs(d.parent)
+    assert (job.alpha_mode, job.r_uniform, job.alpha, job.arm.alpha_mode) == ("rslora", 8, 16.0, "rslora")
+    # a sweep over lora.alpha_mode with one job killed and one never started, folders named from overrides
+    sweep = make_sweep(tmp_path / "s" / "multirun" / "d" / "t", jobs=6, steps=2, layers=4, modules=2, n_questions=5,
+                       strategies=("uniform",), alpha_modes=("fixed", "rslora", "per_rank"), layout="overrides",
+                       unfinished=(3, 5))
+    assert (sweep / "lora.alpha_mode-rslora_seed-0_strategy-uniform" / "result.json").is_file()
+    jobs, notes = discover.load([sweep], progress=False)
+    missing = sorted((j.alpha_mode, j.seed) for j in jobs if j.status == "missing")
+    assert missing == [("per_rank", 1), ("rslora", 1)] and notes == []
+    rp.build([sweep], tmp_path / "out", use_wandb=False, progress=False)
+    rows = {r["alpha_mode"]: (r["n_ok"], r["n_missing"]) for r in read_csv(tmp_path / "out" / "table1.csv")}
+    assert rows == {"fixed": ("2", "0"), "rslora": ("1", "1"), "per_rank": ("1", "1")}

@@ -82,3 +82,25 @@ def test_batch_keeps_order_and_extra_columns_are_ignored():
     completions = ["<answer>3</answer>", "<answer>4</answer>", "no"]
     got = REWARDS["correctness"](completions, answer=["4", "4", "4"], prompt=["p"] * 3, id=["a", "b", "c"])
     assert got == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("experiment, names", [("paper", ("format", "correctness")),
+                                               ("cpu_study", ("format_partial", "correctness_partial"))])
+def test_the_experiments_score_the_table_as_their_rewards_say(experiment, names):
+    """The composed experiment's `grpo.rewards` (what TRL gets, with its weights) on the tricky table:
+    the study's binary rewards at equal weight give 2 only for a right, well-formed reply, 1 for a
+    well-formed wrong or a right malformed one, nothing for out-of-order tags, number lists or untagged
+    answers; the CPU study's partial credit is the explicit option, never reaching a well-formed score."""
+    from grpo_rank.train import reward_functions
+
+    from .conftest import typed
+
+    g = typed(f"experiment={experiment}").grpo
+    assert tuple(g.rewards) == names and set(g.rewards.values()) == ({1.0} if experiment == "paper" else {0.5, 1.0})
+    column = {n: i for i, n in enumerate(NAMES)}
+    for text, gold, *scores in CASES:
+        got = sum(w * fn([text], answer=[gold])[0] for fn, w in zip(reward_functions(g), g.rewards.values()))
+        want = sum(w * scores[column[n]] for n, w in g.rewards.items())
+        assert got == pytest.approx(want), text[:60]
+        if experiment == "paper":
+            assert got == 2.0 * (scores[0] == scores[1] == 1.0) + 1.0 * ((scores[0] + scores[1]) == 1.0)

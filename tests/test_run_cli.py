@@ -9,9 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from grpo_rank.importance import layer_importance
+from grpo_rank.profile_cache import ProfileCache
 from grpo_rank.records import read_grad_records, read_jsonl
 from grpo_rank.result import read_result
 
@@ -62,14 +64,28 @@ def test_one_record_per_job_in_a_folder_named_by_its_swept_keys(sweep):
         assert res.runtime.threads >= 1 and res.runtime.code_version
 
 
-def test_proportional_used_its_profile(sweep):
+def test_the_uniform_job_is_the_profile_computed_once(sweep):
+    """profile.steps == grpo.steps (TINY): each seed's uniform job published its training records as the
+    profile; that seed's proportional job read them (no second computation: the cache counted one per
+    seed, by the uniform job) and allocated from exactly the uniform job's S(l)."""
     sweep_dir, _ = sweep
-    path = job_dirs(sweep_dir)["proportional"]
-    res = read_result(path)
-    assert res.profile.source == "profiled" and res.profile.steps == 2 and res.profile.key
-    grads = read_grad_records(path / "grad_norms.parquet")
-    assert set(grads["phase"].tolist()) == {"profile", "train"}
-    assert layer_importance(grads, "profile").tolist() == pytest.approx(res.allocation.importance)
+    for seed in (0, 1):
+        jobs = job_dirs(sweep_dir, seed)
+        uni, prop = read_result(jobs["uniform"]), read_result(jobs["proportional"])
+        assert uni.profile.source == "published" and uni.profile.phase == "profile"
+        assert prop.profile.source == "cache" and prop.profile.key == uni.profile.key and prop.profile.steps == 2
+        assert prop.profile.computed_by == str(jobs["uniform"].resolve())
+        uni_grads = read_grad_records(jobs["uniform"] / "grad_norms.parquet")
+        prop_grads = read_grad_records(jobs["proportional"] / "grad_norms.parquet")
+        assert set(prop_grads["phase"].tolist()) == {"profile", "train"}
+        mine = prop_grads["phase"] == "profile"
+        np.testing.assert_array_equal(prop_grads["norm"][mine], uni_grads["norm"])
+        assert layer_importance(prop_grads, "profile").tolist() == pytest.approx(prop.allocation.importance)
+        assert layer_importance(uni_grads, "train").tolist() == pytest.approx(prop.allocation.importance)
+    cache = ProfileCache(Path(read_result(job_dirs(sweep_dir)["proportional"]).profile.path).parent)
+    rows = cache.computations()
+    assert len(rows) == 2 and {r["computed_by"] for r in rows} == {
+        str(job_dirs(sweep_dir, s)["uniform"].resolve()) for s in (0, 1)}
 
 
 def test_offline_wandb_runs_hold_per_layer_metrics_and_eval(sweep):

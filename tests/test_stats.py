@@ -24,10 +24,24 @@ def test_max_min_ratio_is_over_per_layer_means():
     assert math.isnan(stats.max_min_ratio([0.0, 0.0]))
 
 
-@pytest.mark.parametrize("n, k", [(10, 3), (28, 9), (30, 9), (12, 4), (3, 1), (1, 1), (20, 6)])
-def test_top_count_is_ceil_of_30_percent(n, k):
-    # 0.3 * 10 and 0.3 * 20 are a hair above 3 and 6 in floating point; a bare ceil would give 4 and 7
+@pytest.mark.parametrize("n, k", [(10, 3), (28, 8), (30, 9), (12, 4), (3, 1), (1, 1), (20, 6), (14, 4),
+                                  (5, 2), (15, 5), (25, 8), (2, 1)])
+def test_top_count_rounds_30_percent_halves_up(n, k):
+    # 28 layers: 8.4 -> 8, the only k that gives the study's 35.7%; 1.5, 4.5, 7.5 round up (Python's round()
+    # would give 2, 4, 8: half to even); 0.3 * 10 is a hair above 3 in floating point and stays 3
     assert stats.top_count(n, 0.3) == k
+
+
+def test_the_studys_top30_share_needs_eight_of_28_layers():
+    # the study: layers 9-18 carry 43.0% of 28 layers' gradient, and its top-30% share is 35.7%. The top 9
+    # layers carry at least 9/10 of any 10 layers' 43.0%, i.e. >= 38.7%, so 35.7% cannot be a top-9
+    # share; on a map of exactly that kind the top 8 (k = round(8.4)) carry 8 * 4.3% = 34.4%
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        ten, rest = rng.dirichlet(np.ones(10)) * 0.43, rng.dirichlet(np.ones(18)) * 0.57
+        assert stats.top_share(np.concatenate([rest[:8], ten, rest[8:]]), 9 / 28) >= 0.387 - 1e-12
+    assert stats.top_count(28) == 8
+    assert stats.top_share([0.043] * 10 + [0.57 / 18] * 18) == pytest.approx(8 * 0.043)
 
 
 def test_top_share_sorts_layers_by_importance():
@@ -98,8 +112,26 @@ def test_correlations_equal_scipy_with_and_without_ties():
             continue
         assert got["pearson"] == pytest.approx(pearsonr(x, y).statistic, rel=1e-12, abs=1e-14)
         assert got["spearman"] == pytest.approx(spearmanr(x, y).statistic, rel=1e-12, abs=1e-14)
-    m = np.round(rng.normal(size=(6, 9)))
-    np.testing.assert_array_equal(stats.average_ranks(m), rankdata(m, axis=-1))
+    v = np.round(rng.normal(size=9))  # ties
+    np.testing.assert_array_equal(stats.weighted_ranks(v, np.ones((1, 9)))[0], rankdata(v))
+
+
+def test_weighted_correlations_equal_those_of_the_pooled_vector():
+    """Weights are multiplicities: the same numbers as building the vector with each value repeated."""
+    from scipy.stats import pearsonr, rankdata, spearmanr
+
+    rng = np.random.default_rng(8)
+    x, y = np.round(rng.normal(size=12), 1), rng.normal(size=12)
+    w = rng.integers(0, 4, size=(20, 12))
+    pearson, spearman = stats.weighted_correlations(x, y, w)
+    for i, row in enumerate(w):
+        px, py = np.repeat(x, row), np.repeat(y, row)
+        np.testing.assert_array_equal(stats.weighted_ranks(x, w[i:i + 1])[0][row > 0], rankdata(px)[np.cumsum(row)[row > 0] - 1])
+        assert pearson[i] == pytest.approx(pearsonr(px, py).statistic, rel=1e-12, abs=1e-14)
+        assert spearman[i] == pytest.approx(spearmanr(px, py).statistic, rel=1e-12, abs=1e-14)
+    # what is present decides: zero weights drop a value; a constant or too short pooled vector is NaN
+    p, s = stats.weighted_correlations([1.0, 2.0, 3.0, 4.0], [5.0, 1.0, 1.0, 1.0], [[0, 1, 1, 1], [1, 1, 0, 0], [0, 2, 1, 1]])
+    assert math.isnan(p[0]) and math.isnan(s[0]) and math.isnan(p[1]) and math.isnan(p[2])
 
 
 def test_correlation_undefined_is_nan():
@@ -130,6 +162,85 @@ def test_t_interval_by_hand():
     assert (lo, hi) == pytest.approx((0.525 - half, 0.525 + half))
     assert math.isnan(stats.t_interval([0.4])[1])
     assert stats.t_interval([0.4, 0.4]) == (0.4, 0.4, 0.4)
+
+
+@pytest.mark.parametrize("df, p, t", [(10, 0.975, 2.228), (26, 0.975, 2.056), (1, 0.975, 12.706), (2, 0.975, 4.303),
+                                      (30, 0.95, 1.697), (5, 0.025, -2.571), (120, 0.995, 2.617)])
+def test_t_quantile_table_values(df, p, t):
+    # the printed t table to 3 decimals
+    assert round(stats.t_quantile(p, df), 3) == t
+
+
+def test_t_quantile_is_symmetric_and_exact():
+    assert stats.t_quantile(0.5, 7) == 0.0
+    assert stats.t_quantile(0.1, 9) == -stats.t_quantile(0.9, 9)
+    # df = 1 is the Cauchy distribution, df = 2 has t = (2p - 1) sqrt(2 / (4 p (1 - p))): closed forms
+    assert stats.t_quantile(0.9, 1) == pytest.approx(math.tan(math.pi * 0.4), rel=1e-14)
+    assert stats.t_quantile(0.9, 2) == pytest.approx(0.8 * math.sqrt(2 / (4 * 0.9 * 0.1)), rel=1e-14)
+    with pytest.raises(ValueError):
+        stats.t_quantile(0.5, 2.5)
+
+
+def test_t_quantile_equals_scipy():
+    from scipy.special import stdtrit
+
+    for df in [*range(1, 41), 60, 100, 500]:
+        for p in (0.005, 0.025, 0.05, 0.3, 0.6, 0.9, 0.975, 0.995):
+            assert stats.t_quantile(p, df) == pytest.approx(stdtrit(df, p), rel=1e-11), (df, p)
+
+
+def test_ols_slope_by_hand():
+    # x = 0..3, y = 1, 3, 2, 5: Sxy = 5.5, Sxx = 5, b = 1.1, a = 2.75 - 1.1 * 1.5 = 1.1; residuals -0.1, 0.8,
+    # -1.3, 0.6, SSE = 2.7, se(b) = sqrt(2.7 / 2 / 5); t_{0.975, 2} = 4.302652729749464
+    fit = stats.ols_slope([0, 1, 2, 3], [1, 3, 2, 5])
+    half = 4.302652729749464 * math.sqrt(2.7 / 2 / 5)
+    assert (fit["slope"], fit["intercept"], fit["n"]) == pytest.approx((1.1, 1.1, 4))
+    assert (fit["low"], fit["high"]) == pytest.approx((1.1 - half, 1.1 + half), rel=1e-12)
+    line = stats.ols_slope([1, 2, 4, 8], [-1, -3, -7, -15])  # y = 1 - 2x exactly: a point interval
+    assert (line["slope"], line["low"], line["high"]) == pytest.approx((-2, -2, -2))
+    assert math.isnan(stats.ols_slope([1, 2], [3, 4])["slope"])  # two points: no residual degrees of freedom
+    assert math.isnan(stats.ols_slope([3, 3, 3], [1, 2, 3])["low"])  # constant x: no slope
+
+
+def test_ols_slope_equals_scipy_linregress():
+    from scipy.stats import linregress, t
+
+    rng = np.random.default_rng(4)
+    for n in (3, 5, 28, 100):
+        x, y = rng.normal(size=n), rng.normal(size=n)
+        fit, ref = stats.ols_slope(x, y, 0.9), linregress(x, y)
+        half = t.ppf(0.95, n - 2) * ref.stderr
+        assert (fit["slope"], fit["intercept"]) == pytest.approx((ref.slope, ref.intercept), rel=1e-12, abs=1e-14)
+        assert (fit["low"], fit["high"]) == pytest.approx((ref.slope - half, ref.slope + half), rel=1e-10)
+
+
+def test_log_ratio_slope_recovers_a_planted_power_law():
+    ranks, ref_ranks = np.array([4, 8, 16, 32, 8, 12]), np.full(6, 8)
+    base = np.random.default_rng(0).uniform(0.5, 2.0, (6, 3))  # per (layer, module), common to both runs
+    for b in (-0.5, 0.0, 0.5):
+        norms = base * ((ranks / ref_ranks) ** b)[:, None]
+        fit = stats.log_ratio_slope(norms, base, ranks, ref_ranks)
+        assert (fit["slope"], fit["low"], fit["high"]) == pytest.approx((b, b, b), abs=1e-12)
+    # a module with a zero norm is left out of its layer; a layer with none left is left out
+    norms = base * np.sqrt(ranks / ref_ranks)[:, None]
+    norms[0, 1], norms[2] = 0.0, 0.0
+    fit = stats.log_ratio_slope(norms, base, ranks, ref_ranks)
+    assert fit["slope"] == pytest.approx(0.5) and fit["n"] == 5
+    # 1-D: one value per layer
+    assert stats.log_ratio_slope(ranks ** -0.5, ref_ranks ** -0.5, ranks, ref_ranks)["slope"] == pytest.approx(-0.5)
+
+
+@pytest.mark.parametrize("p, points", [(0.745, 6.04), (0.70, 6.35), (0.675, 6.49), (0.65, 6.61), (0.66, 6.57)])
+def test_normal_half_width_is_the_studys_plus_minus(p, points):
+    # the study's "Wilson" +- values on n = 200 questions are these normal-approximation half-widths
+    assert round(100 * stats.normal_half_width(p, 200), 2) == points
+    assert stats.normal_half_width(p, 200) == pytest.approx(1.959963984540054 * math.sqrt(p * (1 - p) / 200))
+    lo, hi = stats.wilson_interval(round(p * 200), 200)
+    assert hi - lo < 2 * stats.normal_half_width(p, 200)  # Wilson's is narrower here, and not symmetric
+
+
+def test_normal_half_width_without_questions_is_nan():
+    assert math.isnan(stats.normal_half_width(0.5, 0))
 
 
 def test_wilson_interval_by_hand():
@@ -264,12 +375,12 @@ def test_group_shares():
     assert res == pytest.approx({"attention": 0.4, "ffn": 0.6, "q": 0.1})
 
 
-def test_stats_imports_neither_torch_nor_scipy_stats_nor_statsmodels():
+def test_stats_imports_neither_torch_nor_scipy_nor_statsmodels():
     import subprocess
     import sys
 
     # scipy.stats and statsmodels take ~1 s to import, a third of the report's budget (issue 12)
     code = ("import sys, grpo_rank.stats; "
-            "print(sorted(m for m in ('torch', 'scipy.stats', 'statsmodels') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'scipy', 'statsmodels') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"

@@ -84,7 +84,8 @@ def test_profiler_norms_equal_independent_norms_before_clipping(trained):
     assert sorted(set(g["step"].tolist())) == [1, 2]
     assert len(checker.raw) == 2
     for step_idx, raw in enumerate(checker.raw, start=1):
-        sel = g["step"] == step_idx
+        sel = (g["step"] == step_idx) & (g["matrix"] != "W")  # the frozen weights' rows: tests/test_full_weight.py
+        assert ((g["step"] == step_idx) & (g["matrix"] == "W")).sum() == 12 * 7  # one per LoRA module
         recorded = dict(zip(zip(g["layer"][sel].tolist(), g["module"][sel].tolist(), g["matrix"][sel].tolist()),
                             g["norm"][sel].tolist()))
         independent = {}

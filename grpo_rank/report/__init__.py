@@ -14,10 +14,13 @@ budget, seed) appears in several sweeps, a finished one wins over a failed one a
 command line over an earlier one.
 
 The package follows the data: discover.py finds the jobs and reduces each one's records to small arrays
-(one job at a time), tables.py computes the tables, figures.py draws, markdown.py writes report.md,
-wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in grpo_rank/stats.py
-and again in the report's "Definitions" section. Gradient statistics use the training phase's records
-("train"), the gradients of the run at its own ranks. `synthetic.py` writes a sweep of any size in the
+(one job at a time), tables.py computes Table 1, the runs and the paired tests, gradstats.py the
+gradient statistics (with the scaling slope and the three views of amplification: raw, scaling-
+normalised, full-weight), figures.py draws, markdown.py writes report.md (definitions.py its
+"Definitions"), wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in
+grpo_rank/stats.py and again in the report's "Definitions" section. Gradient statistics use the training
+phase's records ("train"), the gradients of the run at its own ranks. Arms are model x task x strategy
+x budget x lora.alpha_mode x profile.signal (jobs.Arm). `synthetic.py` writes a sweep of any size in the
 real record format (for tests and `python -m grpo_rank.bench_report`).
 """
 

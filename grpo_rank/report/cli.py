@@ -12,7 +12,8 @@ from .discover import load
 from .jobs import Job
 from .figures import FIG1, FIG2, figure1, figure2
 from .markdown import render
-from .tables import PAIRED_COLUMNS, STATS_COLUMNS, paired_rows, run_rows, stats_rows, table1_rows, write_csv
+from .gradstats import STATS_COLUMNS, stats_rows
+from .tables import PAIRED_COLUMNS, paired_rows, run_rows, table1_rows, write_csv
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Finding a sweep's jobs, finished or not, and reducing each finished job's records to small arrays.
 
 A job is known by its record (`result.json`, read by result.read_result): its identity (strategy,
-budget, seed, model, task) comes from the record's `job` part, whatever its folder is called, so sweeps
+budget, seed, model, task) comes from the record's `job` part, and its alpha mode, alpha, uniform rank
+and importance signal from the record's config, whatever its folder is called, so sweeps
 whose folders are numbered (`<n>_<strategy>_<budget>_s<seed>`) and sweeps whose folders are named from
 the overrides (`seed-0_strategy-uniform`) read alike. Folder names and `.hydra/overrides.yaml` only
 label jobs that have no record (killed, or expected by Hydra's multirun.yaml and never started).
@@ -9,7 +10,8 @@ label jobs that have no record (killed, or expected by Hydra's multirun.yaml and
 `load` is streaming: after discovery (records only), one job at a time its gradients are read
 (importance.read_cube: the needed columns of one phase) and reduced to a `GradSummary` of a few
 per-layer vectors, and its outcomes to one boolean per question; nothing per step or per record stays,
-so memory does not grow with the number of jobs beyond those small arrays.
+so memory does not grow with the number of jobs beyond those small arrays. The full-weight rows
+(matrix "W") are read in a second pass only when the file's statistics say it has some.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from ..importance import read_cube
 from ..records import GRADS, OUTCOMES, RESULT
 from ..result import JobResult, RecordError, read_result
-from .jobs import Job, active, read_outcomes, summarise
+from .jobs import Job, active, alpha_mode_of, read_outcomes, summarise
 
 # the numbered job folders of conf/config.yaml before issue 7: ${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}
 JOB_DIR = re.compile(r"^(?P<num>\d+)_(?P<strategy>[^_]+)_(?P<budget>[^_]+)_s(?P<seed>-?\d+)$")
@@ -68,8 +70,10 @@ def sweep_defaults(sweep: Path) -> dict:
         node = cfg.get(key)
         return node.get("name") if isinstance(node, dict) else None
 
+    lora, profile = cfg.get("lora") or {}, cfg.get("profile") or {}
     return {"strategy": name("strategy"), "budget": name("budget"), "model": name("model"), "task": name("task"),
-            "seed": cfg.get("seed")}
+            "seed": cfg.get("seed"), "alpha_mode": alpha_mode_of(lora) if lora else None,
+            "signal": profile.get("signal")}
 
 
 # an override whose value is a plain comma-separated list: what `key=a,b,c` sweeps look like
@@ -126,6 +130,11 @@ def _label(job: Job, overrides: dict, folder: dict, defaults: dict) -> None:
         value = overrides.get(key) or folder.get(key) or defaults.get(key)
         if value:
             setattr(job, key, str(value))
+    given = {**folder, **overrides}
+    lora = {k.removeprefix("lora."): v for k, v in given.items() if k.startswith("lora.")}
+    job.alpha_mode = alpha_mode_of(lora) if lora.keys() & {"alpha_mode", "use_rslora"} else (
+        defaults.get("alpha_mode") or job.alpha_mode)
+    job.signal = str(given.get("profile.signal") or defaults.get("signal") or job.signal)
     seed = overrides.get("seed", folder.get("seed", defaults.get("seed")))
     try:
         job.seed = int(seed) if seed is not None else None
@@ -140,9 +149,14 @@ def job_from_record(sweep: Path, name: str, result: JobResult) -> Job:
     elif result.status == "running":
         detail = "result.json says running: the job was killed before it finished"
     ident = result.job
+    # the config is the record's plain dict (JobResult.config); hand-written records may lack the groups
+    lora, profile = result.config.get("lora") or {}, result.config.get("profile") or {}
     return Job(sweep=sweep, name=name, status=result.status, detail=detail, result=result,
                strategy=ident.strategy, budget=ident.budget, seed=ident.seed, model=ident.model, task=ident.task,
-               budget_fraction=ident.budget_fraction)
+               budget_fraction=ident.budget_fraction, alpha_mode=alpha_mode_of(lora),
+               signal=str(profile.get("signal") or "lora"),
+               alpha=float(lora["alpha"]) if lora.get("alpha") is not None else None,
+               r_uniform=int(lora["r"]) if lora.get("r") is not None else None)
 
 
 def _job_number(folder: str) -> int | None:
@@ -247,11 +261,13 @@ def load(sweeps: list[Path], early: float = 0.25, late: float = 0.25,
         folder = job.sweep / job.name
         try:
             cube = read_cube(folder / GRADS, PHASE) if (folder / GRADS).exists() else None
+            # None, from the file's statistics alone, when it has no full-weight rows
+            w_cube = read_cube(folder / GRADS, PHASE, "full_weight") if cube is not None else None
         except Exception as exc:  # a corrupt parquet costs this job its gradient statistics, nothing more
             notes.append(f"{job.where}: unreadable {GRADS} ({type(exc).__name__}: {exc})")
-            cube = None
-        job.grads = summarise(cube, early, late) if cube is not None else None
-        del cube  # only the summary outlives this iteration
+            cube = w_cube = None
+        job.grads = summarise(cube, early, late, w_cube) if cube is not None else None
+        del cube, w_cube  # only the summary outlives this iteration
         job.outcomes = read_outcomes(folder / OUTCOMES)
         if job.strategy != "none" and job.grads is None:
             notes.append(f"{job.where}: no {PHASE}-phase gradient records")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import stats
-from .jobs import Arm, Job, arms_of, uniform_reference
+from .jobs import Arm, Job, arm_name, arms_of, uniform_reference
 
 FIG1 = "fig1_uniform_grad_share.png"
 FIG2 = "fig2_amplification.png"
@@ -69,7 +69,7 @@ def figure1(jobs: list[Job], path: Path) -> None:
             maps = maps_of[arm]
             x = np.arange(maps.shape[1])
             line, = ax.plot(x, maps.mean(axis=0), marker="o", ms=3,
-                            label=f"uniform/{arm.budget}: mean of {len(maps)} seed(s)")
+                            label=f"{arm_name(arm)}: mean of {len(maps)} seed(s)")
             if len(maps) > 1:
                 ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=line.get_color(), alpha=0.25,
                                 label="min-max over seeds")
@@ -113,12 +113,11 @@ def figure2(jobs: list[Job], path: Path) -> None:
             ax2.set_ylabel("LoRA rank")
         ax.set_zorder(ax2.get_zorder() + 1)  # the lines over the bars
         ax.patch.set_visible(False)
-        for maps, label, color in ((theirs, f"uniform/{ref.budget}", "tab:blue"),
-                                   (mine, f"{arm.strategy}/{arm.budget}", "tab:red")):
+        for maps, label, color in ((theirs, arm_name(ref), "tab:blue"), (mine, arm_name(arm), "tab:red")):
             ax.plot(x, maps.mean(axis=0), marker="o", ms=3, color=color, label=f"{label} (mean of {len(maps)})")
             if len(maps) > 1:
                 ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=color, alpha=0.2)
-        ax.set_title(f"{arm.model} / {arm.task}: {arm.strategy}/{arm.budget} vs uniform/{ref.budget}")
+        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm)} vs {arm_name(ref)}")
         ax.set_xlabel("layer")
         ax.set_ylabel("share of gradient norm")
         handles = ax.get_legend_handles_labels()

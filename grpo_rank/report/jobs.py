@@ -1,5 +1,10 @@
 """A job of the report and what the report keeps of it: its record (result.JobResult), its gradients
 reduced to a GradSummary, its outcomes; the arm it belongs to, and the arms' order and references.
+
+An arm is what a table row compares: model, task, strategy, budget, and the two axes that change what
+a re-allocation does to gradient norms, the LoRA alpha mode (lora.alpha_mode) and the importance signal
+the ranks were allocated from (profile.signal). The uniform reference of an arm has the same model,
+task and alpha mode: the signal does not change a uniform run.
 """
 
 from __future__ import annotations
@@ -12,25 +17,61 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import stats
-from ..importance import GradCube
+from ..allocate import STRATEGIES
+from ..importance import ALPHA_MODES, SIGNALS, GradCube
 from ..records import read_jsonl
 from ..result import JobResult
 
-STRATEGY_ORDER = ("none", "uniform", "proportional", "random")
+STRATEGY_ORDER = ("none", "uniform", "proportional", "random", "shuffled")
+# ranks placed by the importance map; shuffled keeps proportional's ranks but not their places
+GRADIENT_AWARE = ("proportional",)
 
 
 class Arm(NamedTuple):
-    """What a table row compares: jobs of one arm differ only in their seed. A new axis (an alpha mode,
-    an algorithm) is a field here with a default, filled in `arm_of`."""
+    """What a table row compares: jobs of one arm differ only in their seed. A new axis (an algorithm)
+    is a field here with a default, filled in `arm_of`; markdown shows a field that is not at its
+    default in some arm."""
 
     model: str
     task: str
     strategy: str
     budget: str
+    alpha_mode: str = "fixed"
+    signal: str = "lora"
 
 
 def arm_of(job: Job) -> Arm:
-    return Arm(job.model, job.task, job.strategy, job.budget)
+    spec = STRATEGIES.get(job.strategy)
+    # the base model has no LoRA, and a strategy that reads no profile (uniform, random) runs the same
+    # whatever profile.signal says: neither splits into arms by them
+    alpha_mode = job.alpha_mode if job.strategy != "none" else Arm._field_defaults["alpha_mode"]
+    signal = job.signal if spec is None or spec.needs_profile else Arm._field_defaults["signal"]
+    return Arm(job.model, job.task, job.strategy, job.budget, alpha_mode, signal)
+
+
+def arm_name(arm: Arm) -> str:
+    """strategy/budget, then the alpha mode and signal where they are not the defaults."""
+    extra = [f"{f}={getattr(arm, f)}" for f in ("alpha_mode", "signal") if getattr(arm, f) != Arm._field_defaults[f]]
+    return "/".join([arm.strategy, arm.budget]) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def alpha_mode_of(lora: dict) -> str:
+    """lora.alpha_mode of a record's config; records from before it existed say use_rslora: true."""
+    return str(lora.get("alpha_mode") or ("rslora" if str(lora.get("use_rslora")).lower() == "true" else "fixed"))
+
+
+@dataclass
+class ModuleNorms:
+    """One signal's module norms, reduced: per (layer, module) over the training steps and at the first."""
+
+    modules: list[str]
+    mean: np.ndarray  # (L, M): each module's norm averaged over the steps
+    first: np.ndarray  # (L, M): at the first recorded step, i.e. at initialisation
+    first_step: int
+
+    @classmethod
+    def of(cls, cube: GradCube) -> ModuleNorms:
+        return cls(list(cube.modules), cube.cube.mean(axis=0), cube.cube[0].copy(), int(cube.steps[0]))
 
 
 @dataclass
@@ -40,21 +81,26 @@ class GradSummary:
     n_steps: int
     modules: list[str]
     importance: np.ndarray  # S(l), summed over all modules
-    module_importance: dict[str, np.ndarray]  # S(l) of one projection type
+    norms: ModuleNorms  # the LoRA module norms
     module_totals: dict[str, float]
     early_late: dict[str, float]  # stats.early_late_stability of the steps x layers sums
+    full_weight: ModuleNorms | None = None  # ||dL/dW|| of the frozen projections, when recorded
 
     @property
     def num_layers(self) -> int:
         return self.importance.size
 
+    def module_importance(self, module: str) -> np.ndarray:
+        """S(l) of one projection type."""
+        return self.norms.mean[:, self.modules.index(module)]
 
-def summarise(cube: GradCube, early: float, late: float) -> GradSummary:
+
+def summarise(cube: GradCube, early: float, late: float, full_weight: GradCube | None = None) -> GradSummary:
     return GradSummary(
         n_steps=len(cube.steps), modules=list(cube.modules), importance=cube.layer_importance(),
-        module_importance={m: cube.layer_importance({m}) for m in cube.modules},
-        module_totals=cube.module_totals(),
-        early_late=stats.early_late_stability(cube.step_layer(), early, late))
+        norms=ModuleNorms.of(cube), module_totals=cube.module_totals(),
+        early_late=stats.early_late_stability(cube.step_layer(), early, late),
+        full_weight=ModuleNorms.of(full_weight) if full_weight is not None else None)
 
 
 @dataclass
@@ -86,6 +132,10 @@ class Job:
     model: str = "?"
     task: str = "?"
     budget_fraction: float | None = None
+    alpha_mode: str = "fixed"  # lora.alpha_mode
+    signal: str = "lora"  # profile.signal
+    alpha: float | None = None  # lora.alpha
+    r_uniform: int | None = None  # lora.r, the uniform rank
     result: JobResult | None = None
     grads: GradSummary | None = None
     outcomes: Outcomes | None = None
@@ -104,6 +154,16 @@ class Job:
         return self.result.allocation.ranks if self.result and self.result.allocation else None
 
     @property
+    def rank_uniform(self) -> int | None:
+        """lora.r; for a record without it (hand-written ones), the mean rank over the budget fraction,
+        since the budget is r * L * fraction."""
+        if self.r_uniform is not None:
+            return self.r_uniform
+        if not self.ranks:
+            return None
+        return max(1, round(sum(self.ranks) / len(self.ranks) / (self.budget_fraction or 1.0)))
+
+    @property
     def params(self) -> int | None:
         p = self.result.params if self.result else None
         if p is None:
@@ -111,17 +171,23 @@ class Job:
         return p.built if p.built is not None else p.planned
 
 
+def seed_label(job: Job) -> str:
+    return f"s{job.seed}" if job.seed is not None else "s?"
+
+
 def active(jobs: list[Job]) -> list[Job]:
     return [j for j in jobs if j.status == "ok" and j.superseded_by is None]
 
 
-def _strategy_key(strategy: str) -> tuple:
-    return (STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER), strategy)
+def _order_key(value: str, order) -> tuple:
+    order = list(order)
+    return (order.index(value) if value in order else len(order), value)
 
 
 def arm_sort_key(arm: Arm, fraction: float | None = None) -> tuple:
-    return (arm.model, arm.task, _strategy_key(arm.strategy), -(fraction if fraction is not None else 0.0),
-            arm.budget, *arm[4:])
+    return (arm.model, arm.task, _order_key(arm.strategy, STRATEGY_ORDER),
+            -(fraction if fraction is not None else 0.0), arm.budget, _order_key(arm.alpha_mode, ALPHA_MODES),
+            _order_key(arm.signal, SIGNALS), *arm[6:])
 
 
 def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
@@ -136,8 +202,9 @@ def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
 
 
 def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
-    """The uniform arm a strategy is compared with: same model, task and budget; else the full budget."""
-    same = arm._replace(strategy="uniform")
+    """The uniform arm a strategy is compared with: same model, task, alpha mode and budget; else the
+    full budget. Never another alpha mode: the scaling is what moves the norms."""
+    same = arm._replace(strategy="uniform", signal=Arm._field_defaults["signal"])
     if same in arms:
         return same
     candidates = [a for a in arms if a._replace(budget=arm.budget) == same]

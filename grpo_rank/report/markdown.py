@@ -1,17 +1,24 @@
-"""The report as markdown (report.md, also printed): the tables, the missing and failed jobs, the
-figures, the definitions of every statistic, and which W&B panels to open.
+"""The report as markdown (report.md, also printed): the headline (how much amplification remains beyond
+the LoRA scaling artefact), the tables, the missing and failed jobs, the figures, the definitions of
+every statistic (definitions.py), and which W&B panels to open.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
+from .. import stats
 from ..importance import PROJECTIONS
+from .definitions import DEFINITIONS
 from .figures import FIG1, FIG2
-from .jobs import Arm, Job, active, arms_of
+from .gradstats import VIEWS, predicted_slope
+from .jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of
 from .tables import fmt as _fmt
 from .tables import interval as _interval
+
+VIEW_NAMES = {"": "raw", "_normalised": "scaling-normalised", "_full_weight": "full-weight"}
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:
@@ -23,12 +30,19 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _arm_label(r: dict) -> list:
-    return [r[f] for f in Arm._fields]
+def label_fields(arms) -> list[str]:
+    """The arm fields the tables show: model, task, strategy, budget, and alpha mode and signal only
+    where some arm is not at their default (a sweep that does not vary them reads as before)."""
+    return [f for f in Arm._fields
+            if f not in Arm._field_defaults or any(getattr(a, f) != Arm._field_defaults[f] for a in arms)]
+
+
+def _labels(arm, fields: list[str]) -> list:
+    return [arm[f] if isinstance(arm, dict) else getattr(arm, f) for f in fields]
 
 
 def _lookup(rows: list[dict]) -> dict[tuple, dict]:
-    return {(*_arm_label(r), r["seed"], r["subset"], r["statistic"]): r for r in rows}
+    return {(*(r[f] for f in Arm._fields), r["seed"], r["subset"], r["statistic"]): r for r in rows}
 
 
 def _cell(index: dict, arm: tuple, statistic: str, subset: str = "all", seed: str = "mean") -> str:
@@ -39,40 +53,72 @@ def _cell(index: dict, arm: tuple, statistic: str, subset: str = "all", seed: st
     return _fmt(r["value"]) + ("" if ci == "n/a" else f" {ci}")
 
 
-DEFINITIONS = """\
-- **S(l)**, the importance of layer l: the sum over the layer's LoRA modules of each module's gradient
-  norm sqrt(||grad A||^2 + ||grad B||^2) (before clipping), averaged over the training steps (the
-  study's Eq. 2; `grpo_rank/importance.py`). Its **share** is S(l) / sum over layers of S.
-- **max/min**: max_l S(l) / min_l S(l), over the per-layer means S(l).
-- **top-30% share**: the layers sorted by S(l), descending; the share carried by the first
-  ceil(0.3 L) of them (L = 28 gives 9 layers, L = 30 gives 9, L = 12 gives 4).
-- **Gini**: sum_i sum_j |S_i - S_j| / (2 L^2 mean S), 0 for equal shares, (L-1)/L at the extreme.
-- **CV**: population standard deviation of S(l) over layers / its mean.
-- **early-vs-late stability**: S(l) over the first ceil({early} T) steps vs over the last ceil({late} T)
-  of the T recorded steps; Pearson r and Spearman rho across layers. 1: the ranking seen early holds.
-- **amplification** of a strategy: its max/min (and CV) of S(l) divided by uniform's, same seed
-  (> 1: the re-allocated run's gradients are more uneven than the uniform run's).
-- **rank-shift correlation**: per layer, shift = share under the strategy - share under uniform (same
-  seed), correlated with the layer's allocated rank (Pearson, Spearman). Pooled over the (seed, layer)
-  pairs; its interval resamples seeds (all S^S resamples when S <= 4), given for >= 2 seeds and crude
-  for 2-3. Since a LoRA matrix's gradient norm grows with its size, part of any positive correlation
-  is the rank itself; compare the same-shape statistics and the module shares.
-- **module shares**: each projection type's norm summed over layers, averaged over steps, divided by
-  the total; attention = q,k,v,o; FFN = gate,up,down. **Same-shape statistics** repeat max/min,
-  top-30% and Gini on one projection type at a time (identical shapes across layers), so that
-  differences between projection sizes cannot drive them.
-- **seed summaries**: a statistic is computed per seed, then averaged; the interval is a Student-t
-  95% interval across seeds (n/a with one seed).
-- **accuracy**: per run with its 95% Wilson interval (from the job's result.json); across seeds, the
-  mean and a t-interval (n/a with one seed).
-- **paired tests** (same questions, matched by question id): b = questions only the reference got
-  right, c = questions only the strategy got right; exact McNemar p = min(1, 2 P(X <= min(b, c))),
-  X ~ Binomial(b + c, 1/2) (statsmodels). The accuracy difference (strategy - reference) has a 95%
-  percentile bootstrap interval resampling questions (10,000 resamples, seed 0). A strategy seed is
-  paired with the reference's same seed; the base model, which is not trained, with its own seed if
-  run, else with its one evaluation. The pooled row sums b and c over seed pairs (treating the pairs as
-  independent, which repeated questions are not quite) and bootstraps questions with all their pairs.
-"""
+def _top_label(layer_counts: set[int]) -> str:
+    """'k=8 of 28' for the 'top-30% share' header: k beside the statistic, for each L among the arms."""
+    return "; ".join(f"k={stats.top_count(n)} of {n}" for n in sorted(layer_counts)) or "no layers"
+
+
+def _verdict(idx: dict, arm: Arm) -> str:
+    """What the rank-invariant views' pooled Pearson intervals say (Definitions: headline)."""
+    found = [(VIEW_NAMES[v], idx[key]) for v in ("_normalised", "_full_weight")
+             if (key := (*arm, "pooled", "all", f"rank_shift_pearson{v}")) in idx
+             and all(math.isfinite(idx[key][b]) for b in ("ci_low", "ci_high"))]
+    if not found:
+        return "n/a (no scaling-normalised or full-weight correlation with an interval: fewer than 2 seeds)"
+    where = ["above 0" if r["ci_low"] > 0 else "below 0" if r["ci_high"] < 0 else "contains 0" for _, r in found]
+    said = ", ".join(f"the {name} interval {_interval(r['ci_low'], r['ci_high'])} {w}"
+                     for (name, r), w in zip(found, where))
+    if set(where) == {"above 0"}:
+        return f"a positive rank-shift correlation remains ({said})"
+    if set(where) == {"contains 0"}:
+        return f"no rank-shift correlation is resolved ({said})"
+    if set(where) == {"below 0"}:
+        return f"the shift runs against the ranks ({said})"
+    return f"the rank-invariant views disagree ({said})"
+
+
+def headline(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
+    """One bullet per gradient-aware arm: its rank-shift correlation and amplification on the three
+    views, its scaling slope at init against the prediction, and what is left beyond scaling."""
+    out = ["## Headline: amplification beyond the LoRA scaling artefact", "",
+           "Per gradient-aware arm: pooled rank-shift Pearson r [seed bootstrap] and max/min amplification "
+           "(mean over seeds [t-interval]) on raw LoRA norms, scaling-normalised norms and the full-weight "
+           "signal; the LoRA scaling slope at init against its prediction (Definitions).", ""]
+    aware = [a for a in arms if a.strategy in GRADIENT_AWARE and (*a, "pooled", "all", "rank_shift_pearson") in idx]
+    if not aware:
+        return out + ["n/a: no gradient-aware arm (strategy " + ", ".join(GRADIENT_AWARE) + ") with gradient "
+                      "records and a uniform reference of the same alpha mode.", ""]
+    for a in aware:
+        no_w = not any(j.grads is not None and j.grads.full_weight is not None for j in arms[a])
+        fw = " (no full-weight records)" if no_w else ""
+        r = [_cell(idx, a, f"rank_shift_pearson{v}", seed="pooled") + (fw if v == "_full_weight" else "")
+             for v in VIEWS]
+        amp = [_cell(idx, a, f"amplification_max_min{v}") + (fw if v == "_full_weight" else "") for v in VIEWS]
+        n = idx[(*a, "pooled", "all", "rank_shift_pearson")]["n"]
+        crude = "; with 2-3 seeds these intervals are crude" if 2 <= n <= 3 else ""
+        out.append(f"- **{arm_name(a)}** ({n} seed(s)): rank-shift r {r[0]} raw, {r[1]} scaling-normalised, "
+                   f"{r[2]} full-weight; max/min amplification {amp[0]} raw, {amp[1]} scaling-normalised, "
+                   f"{amp[2]} full-weight; LoRA scaling slope at init {_cell(idx, a, 'scaling_slope_init')} "
+                   f"(predicted {predicted_slope(a)} for alpha_mode={a.alpha_mode}). "
+                   f"Beyond scaling: {_verdict(idx, a)}{crude}.")
+    return out + [""]
+
+
+def _slope_rows(st: list[dict], fields: list[str]) -> list[list]:
+    """The scaling-slope table: per arm, one row per seed and one for the mean over seeds."""
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in st:
+        if r["statistic"].startswith("scaling_slope"):
+            arm = Arm(*(r[f] for f in Arm._fields))
+            ci = _interval(r["ci_low"], r["ci_high"])
+            cells.setdefault((arm, r["seed"]), {})[r["statistic"]] = _fmt(r["value"]) + ("" if ci == "n/a" else f" {ci}")
+    arm_order = list(dict.fromkeys(a for a, _ in cells))
+    order = sorted(cells, key=lambda k: (arm_order.index(k[0]), k[1] == "mean"))
+    return [[*_labels(arm, fields), seed, predicted_slope(arm),
+             *[cells[(arm, seed)].get(s, "n/a") for s in ("scaling_slope_init", "scaling_slope",
+                                                          "scaling_slope_full_weight_init", "scaling_slope_full_weight")]]
+            for arm, seed in order]
+
 
 WANDB_PANELS = """\
 Each job is one W&B run, grouped by `group` (the config without the seed, so a group's runs are the
@@ -87,31 +133,37 @@ seeds. The report run itself (job type `report`) holds these tables and figures.
 
 def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict], st: list[dict],
            paired: list[dict], early: float, late: float, wandb_line: str) -> str:
-    """report.md from the tables (tables.py) and the jobs' statuses."""
+    """report.md from the tables (tables.py, gradstats.py) and the jobs' statuses."""
     arms = arms_of(jobs)
     idx = _lookup(st)
     n_ok = len(active(jobs))
+    fields = label_fields([Arm(*(r[f] for f in Arm._fields)) for r in t1] or list(arms))
+    labels = [f.replace("_", " ") for f in fields]
     out = ["# grpo-rank report", ""]
     out.append(f"Sweeps: {', '.join(f'`{s}`' for s in sweeps)}  ")
     out.append(f"Generated {dt.datetime.now().isoformat(timespec='seconds')}; {len(jobs)} jobs found or expected, "
                f"{n_ok} finished and used, {sum(j.status == 'failed' for j in jobs)} failed, "
                f"{sum(j.status not in ('ok', 'failed') for j in jobs)} missing or unfinished.")
     out.append("")
+    out += headline(arms, idx)
 
     out += ["## Table 1: accuracy by strategy and budget", ""]
     out.append(md_table(
-        [*Arm._fields, "ranks", "trainable params", "accuracy per seed",
-         "mean [95% t-interval]", "Wilson 95% per run", "n", "ok/failed/missing"],
-        [[*_arm_label(r), r["rank_range"], r["trainable_params"],
-          r["accuracy_per_seed"],
+        [*labels, "ranks", "trainable params", "accuracy per seed", "mean [95% t-interval]",
+         "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n", "ok/failed/missing"],
+        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"],
           (_fmt(r["accuracy_mean"], 4) if r["accuracy_mean"] != "" else "n/a") + " "
           + (_interval(r["accuracy_ci95_low"], r["accuracy_ci95_high"]) if r["accuracy_ci95_low"] != "n/a" else "n/a"),
-          r["wilson_per_run"], r["n_questions"], f"{r['n_ok']}/{r['n_failed']}/{r['n_missing']}"] for r in t1]))
+          r["wilson_per_run"], r["normal_half_width_per_run"], r["n_questions"],
+          f"{r['n_ok']}/{r['n_failed']}/{r['n_missing']}"] for r in t1]))
 
     out += ["## Missing and failed jobs", ""]
     bad = [j for j in jobs if j.status != "ok"]
-    out.append(md_table(["sweep", "job", "strategy", "budget", "seed", "status", "detail"],
-                        [[str(j.sweep), j.name, j.strategy, j.budget, "" if j.seed is None else j.seed, j.status,
+    axes = [f for f in fields if f in Arm._field_defaults]  # alpha mode and signal, where shown above
+    out.append(md_table(["sweep", "job", "strategy", "budget", *[f.replace("_", " ") for f in axes], "seed", "status",
+                         "detail"],
+                        [[str(j.sweep), j.name, j.strategy, j.budget, *[getattr(j, f) for f in axes],
+                          "" if j.seed is None else j.seed, j.status,
                           j.detail + (f" (superseded by {j.superseded_by})" if j.superseded_by else "")]
                          for j in bad]))
     if notes:
@@ -119,48 +171,61 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
 
     out += ["## Figures", "",
             f"Figure 1, per-layer gradient share under uniform ranks (mean over seeds, min-max band): ![fig1]({FIG1})", "",
-            f"Figure 2, normalised importance, uniform vs each strategy, allocated ranks as bars: ![fig2]({FIG2})", ""]
+            f"Figure 2, per-layer gradient share (raw LoRA norms), uniform vs each strategy, allocated ranks as bars: "
+            f"![fig2]({FIG2})", ""]
 
     grad_arms = [a for a in arms if any(j.grads is not None for j in arms[a])]
+    top = f"top-30% share ({_top_label({j.grads.num_layers for a in grad_arms for j in arms[a] if j.grads})})"
     out += ["## Layer-importance concentration and stability", "",
             f"Training-phase gradients; mean over seeds [95% t-interval]. Early/late windows: first {early:g} "
             f"and last {late:g} of the steps.", ""]
-    out.append(md_table([*Arm._fields, "max/min", "top-30% share", "Gini", "CV",
-                         "early-late r", "early-late rho"],
-                        [[*a, _cell(idx, a, "max_min_ratio"), _cell(idx, a, "top30_share"), _cell(idx, a, "gini"),
-                          _cell(idx, a, "cv"), _cell(idx, a, "early_late_pearson"),
+    out.append(md_table([*labels, "max/min", top, "Gini", "CV", "early-late r", "early-late rho"],
+                        [[*_labels(a, fields), _cell(idx, a, "max_min_ratio"), _cell(idx, a, "top30_share"),
+                          _cell(idx, a, "gini"), _cell(idx, a, "cv"), _cell(idx, a, "early_late_pearson"),
                           _cell(idx, a, "early_late_spearman")] for a in grad_arms]))
 
     amp_arms = [a for a in grad_arms if a.strategy not in ("none", "uniform")]
-    out += ["## Amplification: each strategy vs uniform", ""]
-    out.append(md_table([*Arm._fields, "max/min ratio vs uniform", "CV ratio vs uniform",
+    out += ["## Amplification: each strategy vs uniform", "",
+            "On raw LoRA norms (the study's), scaling-normalised norms, and the full-weight signal.", ""]
+    out.append(md_table([*labels, "view", "max/min ratio vs uniform", "CV ratio vs uniform",
                          "rank-shift r (pooled) [seed bootstrap]", "rank-shift rho (pooled) [seed bootstrap]",
                          "reference"],
-                        [[*a, _cell(idx, a, "amplification_max_min"), _cell(idx, a, "amplification_cv"),
-                          _cell(idx, a, "rank_shift_pearson", seed="pooled"),
-                          _cell(idx, a, "rank_shift_spearman", seed="pooled"),
-                          (idx.get((*a, "pooled", "all", "rank_shift_pearson")) or {}).get("note", "n/a")]
-                         for a in amp_arms]))
+                        [[*_labels(a, fields), VIEW_NAMES[v], _cell(idx, a, f"amplification_max_min{v}"),
+                          _cell(idx, a, f"amplification_cv{v}"),
+                          _cell(idx, a, f"rank_shift_pearson{v}", seed="pooled"),
+                          _cell(idx, a, f"rank_shift_spearman{v}", seed="pooled"),
+                          (idx.get((*a, "pooled", "all", f"rank_shift_pearson{v}")) or {}).get("note", "n/a")]
+                         for a in amp_arms for v in VIEWS
+                         if v == "" or (*a, "mean", "all", f"amplification_max_min{v}") in idx]))
+
+    out += ["## Scaling slope: module gradient norm against rank", "",
+            "Log-log slope of each module's gradient norm against its rank, vs the same-seed uniform run: per "
+            "seed with its OLS 95% t-interval across layers, and the mean over seeds [t-interval]. Predicted at "
+            "init: fixed -1/2, rslora 0, per_rank +1/2 on LoRA norms; 0 on the full-weight signal.", ""]
+    out.append(md_table([*labels, "seed", "predicted (LoRA)", "LoRA at init", "LoRA over training",
+                         "full-weight at init", "full-weight over training"], _slope_rows(st, fields)))
 
     out += ["## Module-level gradient shares", ""]
     mods = [m for m in PROJECTIONS if any((*a, "mean", "modules", f"share_{m}") in idx for a in grad_arms)]
-    out.append(md_table([*Arm._fields, "attention", "FFN", *mods],
-                        [[*a, _cell(idx, a, "share_attention", "modules"), _cell(idx, a, "share_ffn", "modules"),
+    out.append(md_table([*labels, "attention", "FFN", *mods],
+                        [[*_labels(a, fields), _cell(idx, a, "share_attention", "modules"),
+                          _cell(idx, a, "share_ffn", "modules"),
                           *[_cell(idx, a, f"share_{m}", "modules") for m in mods]] for a in grad_arms]))
 
     out += ["## Same-shape modules: each projection type alone", "",
-            "The statistics above restricted to one projection type, whose shape is the same in every layer.", ""]
-    out.append(md_table([*Arm._fields, "projection", "max/min", "top-30% share", "Gini"],
-                        [[*a, m, _cell(idx, a, "max_min_ratio", m), _cell(idx, a, "top30_share", m),
+            "The statistics above restricted to one projection type, whose shape is the same in every layer, "
+            "on scaling-normalised norms (a uniform run's raw norms).", ""]
+    out.append(md_table([*labels, "projection", "max/min", top, "Gini"],
+                        [[*_labels(a, fields), m, _cell(idx, a, "max_min_ratio", m), _cell(idx, a, "top30_share", m),
                           _cell(idx, a, "gini", m)]
                          for a in grad_arms for m in mods if (*a, "mean", m, "gini") in idx]))
 
     out += ["## Paired comparisons on the same questions", "",
             "diff = accuracy(strategy) - accuracy(reference), 95% paired bootstrap interval; b = reference "
             "only right, c = strategy only right; exact McNemar p.", ""]
-    out.append(md_table([*Arm._fields, "reference", "seeds", "n", "acc ref", "acc strategy",
+    out.append(md_table([*labels, "reference", "seeds", "n", "acc ref", "acc strategy",
                          "diff [95% bootstrap]", "b", "c", "McNemar p"],
-                        [[*_arm_label(r), r["reference"], r["seeds"], r["n_questions"], _fmt(r["acc_reference"]),
+                        [[*_labels(r, fields), r["reference"], r["seeds"], r["n_questions"], _fmt(r["acc_reference"]),
                           _fmt(r["acc_strategy"]), f"{_fmt(r['diff'])} {_interval(r['diff_low'], r['diff_high'])}",
                           r["b_reference_only"], r["c_strategy_only"], f"{r['mcnemar_p']:.4g}"] for r in paired]))
 

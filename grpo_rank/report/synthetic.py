@@ -6,11 +6,23 @@ report's benchmark and tests; nothing here trains.
     python -m grpo_rank.report.synthetic OUT --jobs 30 --steps 1000 --layers 30   # paper-length, 420 matrices
     python -m grpo_rank.report.synthetic OUT --jobs 6 --steps 20 --layers 6 --layout overrides
 
-Jobs run over `strategies` x seeds (strategy outer, as Hydra's basic sweeper orders `strategy=... seed=...`).
-Layouts: `numbered` names job folders `<n>_<strategy>_<budget>_s<seed>` (conf/config.yaml until issue 7),
-`overrides` names them from the job's overrides (`seed-0_strategy-uniform`, grpo_rank/naming.py). Gradient norms are drawn so
-that the statistics are non-trivial: a per-layer profile with a seed's noise, module weights, a drift over
-steps, a rank effect (sqrt(rank / 8)), A and B splitting each module's norm at a random angle.
+    python -m grpo_rank.report.synthetic OUT --jobs 12 --steps 20 --layers 16 --alpha-modes fixed rslora \
+        --strategies uniform proportional --full-weight --noise 0.05      # planted scaling slopes -1/2 and 0
+
+Jobs run over `strategies` x `alpha_modes` x seeds (strategy outer, as Hydra's basic sweeper orders
+`strategy=... lora.alpha_mode=... seed=...`; the alpha mode is an override only when more than one is
+given). Layouts: `numbered` names job folders `<n>_<strategy>_<budget>_s<seed>` (conf/config.yaml until
+issue 7), `overrides` names them from the job's overrides (`seed-0_strategy-uniform`, grpo_rank/naming.py).
+
+Gradient norms are drawn so that the statistics are non-trivial and the scaling artefact is known: a
+module's norm is base(t, l, m) * s(r) sqrt(r) / (s(r0) sqrt(r0)) * (r / r0)^amplification * noise, with
+base a per-layer U-shaped profile with a seed's noise, times module weights and a drift over steps; s(r)
+the LoRA scaling of the job's alpha mode (importance.lora_scaling; r0 = lora.r), so the planted log-log
+slope of norm against rank is -1/2 (fixed), 0 (rslora) or +1/2 (per_rank) plus `amplification`, the
+part that scaling does not explain; noise lognormal(0, `noise`) per step, layer and module. A and B
+split each module's norm at a random angle. With `full_weight`, W rows ("W": ||dL/dW||) hold
+10 * base * (r / r0)^amplification * noise: no scaling, as for the real frozen weights. The default
+alpha mode, per_rank, gives the sqrt(rank / 8) rank effect the golden report tables were made with.
 """
 
 from __future__ import annotations
@@ -24,14 +36,14 @@ import numpy as np
 import yaml
 
 from ..allocate import Bounds, allocate, budget_total
-from ..importance import PROJECTIONS
+from ..importance import PROJECTIONS, lora_scaling
 from ..records import GRADS, OUTCOMES, write_grad_records
 from ..result import Allocation, EvalSummary, JobIdentity, JobResult, Params, TrainInfo, write_result
 from ..stats import wilson_interval
 
 STRATEGIES = ("uniform", "proportional", "random")
 ACCURACY = {"none": 0.2, "uniform": 0.5, "proportional": 0.52, "random": 0.47}
-MODEL, TASK, R = "synthetic", "arithmetic", 8
+MODEL, TASK, R, ALPHA = "synthetic", "arithmetic", 8, 16.0
 
 
 def layer_profile(layers: int, seed: int) -> np.ndarray:
@@ -41,19 +53,23 @@ def layer_profile(layers: int, seed: int) -> np.ndarray:
 
 
 def grad_columns(phase: str, steps: int, ranks: list[int], modules: tuple[str, ...], rng: np.random.Generator,
-                 profile: np.ndarray, first_step: int = 1) -> dict[str, np.ndarray]:
-    """One phase's records: steps x layers x modules x (A, B) rows, in the profiler's row order."""
+                 profile: np.ndarray, first_step: int = 1, alpha_mode: str = "per_rank", noise: float = 0.3,
+                 amplification: float = 0.0, full_weight: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """One phase's records: steps x layers x modules x (A, B) rows, in the profiler's row order; then, when
+    `full_weight` (the generator of their noise) is given, steps x layers x modules W rows."""
     layers, n_mod = len(ranks), len(modules)
+    r = np.asarray(ranks, dtype=float)
     weight = np.linspace(1.0, 2.0, n_mod)
     drift = 1 + 0.5 * np.linspace(0, 1, steps)[:, None] * np.linspace(-1, 1, layers)[None, :]
-    module = (profile[None, :, None] * drift[:, :, None] * weight[None, None, :]
-              * np.sqrt(np.asarray(ranks, dtype=float) / 8)[None, :, None]
-              * rng.lognormal(0, 0.3, (steps, layers, n_mod)))
+    base = profile[None, :, None] * drift[:, :, None] * weight[None, None, :]
+    real = (r / R) ** amplification  # a rank effect beyond the scaling; 1.0 exactly when there is none
+    scaling = lora_scaling(alpha_mode, ALPHA, R, r) * np.sqrt(r) / (lora_scaling(alpha_mode, ALPHA, R, R) * np.sqrt(R))
+    module = base * scaling[None, :, None] * rng.lognormal(0, noise, (steps, layers, n_mod)) * real[None, :, None]
     angle = rng.uniform(0.05, 0.5, module.shape)  # mostly B: A's gradient starts at zero
     ab = np.stack([module * np.sin(angle), module * np.cos(angle)], axis=-1)  # (T, L, M, 2)
     per_step = layers * n_mod * 2
     n = steps * per_step
-    return {
+    cols = {
         "phase": np.full(n, phase),
         "step": np.repeat(np.arange(first_step, first_step + steps, dtype=np.int32), per_step),
         "layer": np.tile(np.repeat(np.arange(layers, dtype=np.int16), n_mod * 2), steps),
@@ -61,33 +77,57 @@ def grad_columns(phase: str, steps: int, ranks: list[int], modules: tuple[str, .
         "matrix": np.tile(np.array(["A", "B"]), steps * layers * n_mod),
         "norm": ab.reshape(-1).astype(np.float32),
         "rank": np.tile(np.repeat(np.asarray(ranks, dtype=np.int16), n_mod * 2), steps),
-        "scaling": np.tile(np.repeat((16 / np.asarray(ranks, dtype=np.float32)), n_mod * 2), steps),
+        "scaling": np.tile(np.repeat(lora_scaling(alpha_mode, ALPHA, R, r).astype(np.float32), n_mod * 2), steps),
     }
+    if full_weight is None:
+        return cols
+    w = 10 * base * full_weight.lognormal(0, noise, base.shape) * real[None, :, None]
+    n_w = w.size
+    w_cols = {"phase": np.full(n_w, phase),
+              "step": np.repeat(np.arange(first_step, first_step + steps, dtype=np.int32), layers * n_mod),
+              "layer": np.tile(np.repeat(np.arange(layers, dtype=np.int16), n_mod), steps),
+              "module": np.tile(np.array(modules), steps * layers), "matrix": np.full(n_w, "W"),
+              "norm": w.reshape(-1).astype(np.float32),
+              "rank": np.tile(np.repeat(np.asarray(ranks, dtype=np.int16), n_mod), steps),
+              "scaling": np.tile(np.repeat(lora_scaling(alpha_mode, ALPHA, R, r).astype(np.float32), n_mod), steps)}
+    return {k: np.concatenate([cols[k], w_cols[k]]) for k in cols}
 
 
-def folder_name(layout: str, num: int, strategy: str, budget: str, seed: int) -> str:
+def folder_name(layout: str, num: int, strategy: str, budget: str, seed: int, alpha_mode: str | None = None) -> str:
     if layout == "numbered":
         return f"{num}_{strategy}_{budget}_s{seed}"
-    return f"seed-{seed}_strategy-{strategy}"  # naming.job_dir_name: swept keys sorted
+    mode = f"lora.alpha_mode-{alpha_mode}_" if alpha_mode else ""  # naming.job_dir_name: swept keys sorted
+    return f"{mode}seed-{seed}_strategy-{strategy}"
+
+
+def overrides_of(strategy: str, seed: int, alpha_mode: str | None) -> list[str]:
+    """The job's swept overrides, as Hydra writes them to .hydra/overrides.yaml."""
+    return [f"strategy={strategy}", *([f"lora.alpha_mode={alpha_mode}"] if alpha_mode else []), f"seed={seed}"]
 
 
 def write_job(job_dir: Path, strategy: str, seed: int, *, steps: int, layers: int, modules: tuple[str, ...],
-              n_questions: int, profile_steps: int = 0, status: str = "ok") -> JobResult:
-    """One job folder; `status` failed writes a failed record without gradients or outcomes."""
+              n_questions: int, profile_steps: int = 0, status: str = "ok", alpha_mode: str = "per_rank",
+              swept_alpha: bool = False, full_weight: bool = False, noise: float = 0.3,
+              amplification: float = 0.0) -> JobResult:
+    """One job folder; `status` failed writes a failed record without gradients or outcomes. The norms
+    follow the module docstring; `swept_alpha` says the alpha mode is one of the sweep's overrides."""
     rng = np.random.default_rng([seed, STRATEGIES.index(strategy) if strategy in STRATEGIES else 9])
     bounds = Bounds(r_min=4, r_max=32, multiple=4)
     total = budget_total(R, layers, 1.0, bounds.multiple)
     profile = layer_profile(layers, seed)
-    importance = profile.tolist() if strategy == "proportional" else None
+    importance = profile.tolist() if strategy in ("proportional", "shuffled") else None
     ranks = allocate(strategy, importance, total=total, bounds=bounds, num_layers=layers, seed=seed, r=R) or []
     (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"strategy={strategy}", f"seed={seed}"]))
+    (job_dir / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(overrides_of(strategy, seed, alpha_mode if swept_alpha else None)))
+    arm = f"{strategy}-full" + (f"-{alpha_mode}" if swept_alpha else "")
     ident = JobIdentity(strategy=strategy, budget="full", budget_fraction=1.0, seed=seed, model=MODEL, task=TASK,
-                        config_hash="synthetic", group=f"{MODEL}-{TASK}-{strategy}-full",
-                        name=f"{strategy}-full-s{seed}", run_id=f"{strategy}-{seed}")
+                        config_hash="synthetic", group=f"{MODEL}-{TASK}-{arm}", name=f"{arm}-s{seed}",
+                        run_id=f"{arm}-{seed}")
     config = {"model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": strategy},
               "budget": {"name": "full", "fraction": 1.0}, "seed": seed,
-              "lora": {"r": R, "target_modules": list(modules)},
+              "lora": {"r": R, "alpha": ALPHA, "alpha_mode": alpha_mode, "target_modules": list(modules)},
+              "profile": {"signal": "lora", "full_weight": full_weight},
               "tracking": {"project": "grpo-rank-synthetic", "entity": None, "mode": "auto"}}
     result = JobResult(status=status, job=ident, config=config,
                        allocation=Allocation(ranks=list(ranks), total=sum(ranks), budget_total=total if ranks else 0,
@@ -99,9 +139,13 @@ def write_job(job_dir: Path, strategy: str, seed: int, *, steps: int, layers: in
         write_result(job_dir, result)
         return result
     if ranks:
-        cols = grad_columns("train", steps, ranks, modules, rng, profile)
+        # W noise from its own generator, so the LoRA rows are the same with or without W rows
+        w_rng = np.random.default_rng([seed, 100 + STRATEGIES.index(strategy) if strategy in STRATEGIES else 109])
+        kw = dict(alpha_mode=alpha_mode, noise=noise, amplification=amplification,
+                  full_weight=w_rng if full_weight else None)
+        cols = grad_columns("train", steps, ranks, modules, rng, profile, **kw)
         if profile_steps:
-            prof = grad_columns("profile", profile_steps, [R] * layers, modules, rng, profile)
+            prof = grad_columns("profile", profile_steps, [R] * layers, modules, rng, profile, **kw)
             cols = {k: np.concatenate([prof[k], cols[k]]) for k in cols}
         write_grad_records(job_dir / GRADS, cols)
         result.train = TrainInfo(steps=steps, nonzero_spread_fraction=float(rng.uniform(0.6, 1.0)),
@@ -123,14 +167,16 @@ def write_job(job_dir: Path, strategy: str, seed: int, *, steps: int, layers: in
 def make_sweep(sweep: Path, jobs: int = 30, steps: int = 1000, layers: int = 30, modules: int = len(PROJECTIONS),
                n_questions: int = 200, layout: str = "numbered", profile_steps: int = 0,
                strategies: tuple[str, ...] = STRATEGIES, failed: tuple[int, ...] = (),
-               unfinished: tuple[int, ...] = ()) -> Path:
+               unfinished: tuple[int, ...] = (), alpha_modes: tuple[str, ...] = ("per_rank",),
+               full_weight: bool = False, noise: float = 0.3, amplification: float = 0.0) -> Path:
     """A sweep folder of `jobs` jobs; jobs numbered in `failed` fail, those in `unfinished` have a folder
-    but no result.json (killed), and Hydra's multirun.yaml expects every strategy x seed."""
+    but no result.json (killed), and Hydra's multirun.yaml expects every strategy x alpha mode x seed."""
     sweep = Path(sweep)
     sweep.mkdir(parents=True, exist_ok=True)
     names = tuple(PROJECTIONS[:modules]) if modules <= len(PROJECTIONS) else tuple(
         list(PROJECTIONS) + [f"extra{i}_proj" for i in range(modules - len(PROJECTIONS))])
-    seeds = math.ceil(jobs / len(strategies))
+    swept_alpha = len(alpha_modes) > 1
+    seeds = math.ceil(jobs / (len(strategies) * len(alpha_modes)))
     subdir = ("${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}" if layout == "numbered"
               else "${hydra.job.override_dirname}")
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({
@@ -139,20 +185,24 @@ def make_sweep(sweep: Path, jobs: int = 30, steps: int = 1000, layers: int = 30,
                   "sweep": {"dir": str(sweep), "subdir": subdir},
                   "overrides": {"hydra": ["hydra.mode=MULTIRUN"],
                                 "task": [f"strategy={','.join(strategies)}",
+                                         *([f"lora.alpha_mode={','.join(alpha_modes)}"] if swept_alpha else []),
                                          f"seed={','.join(str(s) for s in range(seeds))}"]}},
         "model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": strategies[0]},
-        "budget": {"name": "full", "fraction": 1.0}, "seed": 0}))
+        "budget": {"name": "full", "fraction": 1.0}, "seed": 0,
+        "lora": {"r": R, "alpha": ALPHA, "alpha_mode": alpha_modes[0]}}))
     for num in range(jobs):
-        strategy, seed = strategies[num // seeds], num % seeds
-        job_dir = sweep / folder_name(layout, num, strategy, "full", seed)
+        strategy, seed = strategies[num // (seeds * len(alpha_modes))], num % seeds
+        mode = alpha_modes[(num // seeds) % len(alpha_modes)]
+        job_dir = sweep / folder_name(layout, num, strategy, "full", seed, mode if swept_alpha else None)
         if num in unfinished:
             (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
             (job_dir / ".hydra" / "overrides.yaml").write_text(
-                yaml.safe_dump([f"strategy={strategy}", f"seed={seed}"]))
+                yaml.safe_dump(overrides_of(strategy, seed, mode if swept_alpha else None)))
             continue
         write_job(job_dir, strategy, seed, steps=steps, layers=layers, modules=names, n_questions=n_questions,
                   profile_steps=profile_steps if strategy == "proportional" else 0,
-                  status="failed" if num in failed else "ok")
+                  status="failed" if num in failed else "ok", alpha_mode=mode, swept_alpha=swept_alpha,
+                  full_weight=full_weight, noise=noise, amplification=amplification)
     return sweep
 
 
@@ -166,8 +216,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--questions", type=int, default=200)
     p.add_argument("--layout", choices=("numbered", "overrides"), default="numbered")
     p.add_argument("--profile-steps", type=int, default=0)
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    p.add_argument("--alpha-modes", nargs="+", default=["per_rank"], help="fixed, rslora, per_rank")
+    p.add_argument("--full-weight", action="store_true", help="also W rows (||dL/dW||, no scaling)")
+    p.add_argument("--noise", type=float, default=0.3, help="lognormal sigma of the per-step norm noise")
+    p.add_argument("--amplification", type=float, default=0.0, help="rank slope planted beyond the scaling")
     a = p.parse_args(argv)
-    make_sweep(a.out, a.jobs, a.steps, a.layers, a.modules, a.questions, a.layout, a.profile_steps)
+    make_sweep(a.out, a.jobs, a.steps, a.layers, a.modules, a.questions, a.layout, a.profile_steps,
+               tuple(a.strategies), alpha_modes=tuple(a.alpha_modes), full_weight=a.full_weight, noise=a.noise,
+               amplification=a.amplification)
     print(a.out)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..importance import PROJECTIONS
-from .jobs import Job, active
+from .jobs import Arm, Job, active
 
 
 def _wandb_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
@@ -109,12 +109,18 @@ def create_dashboard(ident: dict, mode: str) -> str:
         return f"W&B dashboard: skipped after an error ({type(exc).__name__}: {exc})."
 
 
+def _arm_key(r: dict) -> str:
+    """strategy_budget, then the alpha mode and signal where not the defaults (keys stay as they were)."""
+    extra = [str(r[f]) for f in ("alpha_mode", "signal") if r.get(f, Arm._field_defaults[f]) != Arm._field_defaults[f]]
+    return "_".join([r["strategy"], r["budget"], *extra])
+
+
 def summary_values(t1: list[dict], st: list[dict]) -> dict:
     out = {}
     for r in t1:
         if r["accuracy_mean"] != "":
-            out[f"accuracy/{r['strategy']}_{r['budget']}"] = r["accuracy_mean"]
+            out[f"accuracy/{_arm_key(r)}"] = r["accuracy_mean"]
     for r in st:
         if r["seed"] in ("mean", "pooled") and r["subset"] == "all" and np.isfinite(r["value"]):
-            out[f"{r['statistic']}/{r['strategy']}_{r['budget']}"] = r["value"]
+            out[f"{r['statistic']}/{_arm_key(r)}"] = r["value"]
     return out
