@@ -153,8 +153,10 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         write_jsonl(job_dir / OUTCOMES, ev.outcomes)
         metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        sink.log(metrics)
-        sink.summary(metrics)
+        sink.summary(metrics)  # evaluation is one number per run, not a point on the step axis
+        if ev.outcomes:
+            columns = list(ev.outcomes[0])
+            sink.table("eval/outcomes", columns, [[_cell(o.get(c)) for c in columns] for o in ev.outcomes])
         laps("eval")
         result.status = "ok"
         return result
@@ -170,6 +172,11 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
         result.wandb.error = sink.error
         write_result(job_dir, result)
+
+
+def _cell(value):
+    """A W&B table cell: one type per column, so a missing parse is an empty string, not None."""
+    return value if isinstance(value, (bool, int, float, str)) else ("" if value is None else str(value))
 
 
 def _full_weight_importance(grads: dict[str, np.ndarray]) -> list[float] | None:

@@ -9,6 +9,7 @@ registered in conf/config.yaml under hydra.callbacks.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -110,15 +111,21 @@ def summarize(sweep_dir: Path, since: float = 0.0) -> tuple[list[str], int]:
 class SweepSummary(Callback):
     """Prints one line per job when a multirun ends and exits non-zero when any job failed. Jobs report
     failure by recording it rather than raising (run.py), so one failed job neither stops the sweep
-    nor hides the other jobs' outcomes."""
+    nor hides the other jobs' outcomes. When the launcher itself aborts (a submission refused, an
+    interrupt, a crash), Hydra never calls on_multirun_end; the sweep's status is printed at exit instead."""
 
     def __init__(self) -> None:
         self.start = 0.0
+        self.sweep_dir: Path | None = None
+        self.ended = False
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self.start = time.time() - 1.0  # a job's clock may lag this one's by a little on another node
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        atexit.register(self.after_abort)
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        self.ended = True
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
@@ -129,3 +136,17 @@ class SweepSummary(Callback):
         if bad:
             print(f"grpo-rank: {bad} of {len(lines)} jobs did not finish (see each job's error.txt)", file=sys.stderr)
             sys.exit(1)  # SystemExit passes Hydra's error handler untouched: the sweep's status is the jobs'
+
+    def after_abort(self) -> None:
+        if self.ended or self.sweep_dir is None or not self.sweep_dir.is_dir():
+            return
+        from .status import render, sweep_status  # the status view, with the jobs that never started
+
+        try:
+            lines = render(sweep_status(self.sweep_dir))
+        except Exception as exc:  # noqa: BLE001 - the process is ending on another error already
+            lines = [f"(no status: {type(exc).__name__}: {exc})"]
+        print(f"grpo-rank: the launcher stopped before the sweep ended; sweep {self.sweep_dir}:", flush=True)
+        for line in lines:
+            print(f"  {line}", flush=True)
+        print("grpo-rank: relaunch the same command to run what is missing (finished jobs are skipped)", flush=True)

@@ -25,6 +25,13 @@ from .version import code_version
 
 log = logging.getLogger(__name__)
 
+# W&B's own `_step` advances on every log call (twice per training step here) and would start a
+# proportional job's training after its profile steps; every metric family is plotted against the step of
+# the phase it belongs to instead, so the runs of a sweep line up step for step. Evaluation is summary only.
+TRAIN_STEP, PROFILE_STEP = "train/global_step", "profile/train/global_step"
+STEP_AXES = {"train/*": TRAIN_STEP, "grad_norm/*": TRAIN_STEP, "grad_share/*": TRAIN_STEP,
+             "grad_share_module/*": TRAIN_STEP, "profile/*": PROFILE_STEP}
+
 
 def _logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -67,7 +74,7 @@ def open_run(cfg: RunConfig, ident: JobIdentity, config: dict, job_dir: Path) ->
                      entity=cfg.tracking.entity, group=ident.group, name=ident.name,
                      tags=[f"strategy:{ident.strategy}", f"budget:{ident.budget}", f"seed:{ident.seed}",
                            f"model:{ident.model}", f"task:{ident.task}"],
-                     config=config, directory=job_dir, run_id=ident.run_id)
+                     config=config, directory=job_dir, run_id=ident.run_id, step_axes=STEP_AXES)
 
 
 class Streamer:
@@ -78,7 +85,7 @@ class Streamer:
 
     def step(self, step: int, layer_norms, module_norms: dict) -> None:
         total = float(layer_norms.sum())
-        metrics = {f"{self.prefix}train/global_step": step}
+        metrics = {f"{self.prefix}{TRAIN_STEP}": step}
         for i, v in enumerate(layer_norms):
             metrics[f"{self.prefix}grad_norm/layer_{i:02d}"] = float(v)
             # 0, not stats.shares' NaN, for a step without gradient: W&B line plots break on NaN
@@ -89,8 +96,11 @@ class Streamer:
         self.sink.log(metrics)
 
     def log(self, row: dict) -> None:
-        self.sink.log({f"{self.prefix}train/{k}": v for k, v in row.items()
-                       if isinstance(v, (int, float)) and k != "phase"})
+        metrics = {f"{self.prefix}train/{k}": v for k, v in row.items()
+                   if isinstance(v, (int, float)) and k not in ("phase", "step")}
+        if "step" in row:  # the trainer's own step: the row is placed at it, not at the last streamed one
+            metrics[f"{self.prefix}{TRAIN_STEP}"] = row["step"]
+        self.sink.log(metrics)
 
 
 class WandbSink:
@@ -98,7 +108,7 @@ class WandbSink:
 
     def __init__(self, *, mode: str, project: str, entity: str | None, group: str, name: str,
                  tags: list[str], config: dict, directory: Path, run_id: str | None = None,
-                 job_type: str = "train"):
+                 job_type: str = "train", step_axes: dict[str, str] | None = None):
         self.mode = resolve_mode(mode)
         self.run = None
         self.error: str | None = None
@@ -114,6 +124,11 @@ class WandbSink:
                 job_type=job_type, reinit="create_new",
                 settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
             )
+            for step_metric in dict.fromkeys((step_axes or {}).values()):
+                self.run.define_metric(step_metric)
+            for glob, step_metric in (step_axes or {}).items():
+                # step_sync: a row logged without its step metric gets the phase's latest step
+                self.run.define_metric(glob, step_metric=step_metric, step_sync=True)
         except Exception as exc:  # W&B is a sink: its failure must not stop the job
             self._fail(exc)
 

@@ -89,20 +89,33 @@ def test_the_uniform_job_is_the_profile_computed_once(sweep):
 
 
 def test_offline_wandb_runs_hold_per_layer_metrics_and_eval(sweep):
+    """Read back from the offline run files: per-layer metrics on the training-step axis (steps 1..n for
+    every arm, also for the proportional job that read a profile first), eval in the summary only, the
+    allocation and every evaluated question as tables."""
     sweep_dir, _ = sweep
     for strategy, path in job_dirs(sweep_dir).items():
         recs = wandb_records(path)
-        history = {}
+        rows = [r["history"]["item"] for r in recs if r.get("type") == "history"]
+        summary = {}
         for r in recs:
-            if r.get("type") == "history":
-                history.update(r["history"]["item"])
+            if r.get("type") == "summary":
+                summary.update(r["summary"]["update"])
+        axes = {m["metric"].get("glob_name"): m["metric"].get("step_metric") for m in recs if m.get("type") == "metric"}
+        assert axes["grad_share/*"] == axes["train/*"] == "train/global_step"
+        assert axes["profile/*"] == "profile/train/global_step"
+        grad_rows = [r for r in rows if "grad_share/layer_00" in r]
+        assert [r["train/global_step"] for r in grad_rows] == [1, 2], strategy
+        for r in grad_rows:
+            assert all(f"grad_share/layer_{i:02d}" in r and f"grad_norm/layer_{i:02d}" in r for i in range(12))
+            assert "grad_share_module/q_proj" in r
+        # every trainer row sits on the training axis at its own step, never on W&B's own counter
+        train_rows = [r for r in rows if "train/loss" in r]
+        assert train_rows and all(1 <= r["train/global_step"] <= 2 for r in train_rows)
+        assert not any(k.startswith("eval/accuracy") for r in rows for k in r)
+        assert summary["eval/accuracy"] == pytest.approx(read_result(path).eval.accuracy)
+        tables = {k.removesuffix("._type") for r in rows for k, v in r.items() if k.endswith("._type") and v == "table-file"}
+        assert {"allocation", "eval/outcomes"} <= tables, tables
         run = next(r["run"] for r in recs if r.get("type") == "run")
-        for layer in range(12):
-            assert f"grad_share/layer_{layer:02d}" in history, strategy
-            assert f"grad_norm/layer_{layer:02d}" in history, strategy
-        assert "grad_share_module/q_proj" in history
-        assert "eval/accuracy" in history
-        assert history["eval/accuracy"] == pytest.approx(read_result(path).eval.accuracy)
         assert run["display_name"] == f"{strategy}-full-s0"
         assert run["run_group"] == read_result(path).job.group
 
@@ -142,6 +155,34 @@ def test_report_on_the_real_sweep(sweep, tmp_path):
     md = (out / "report.md").read_text()
     assert lost.name in md and "Missing and failed jobs" in md
     assert "Table 1" in proc.stdout
+
+
+def test_wandb_dashboard_names_only_what_the_runs_log(sweep, tmp_path):
+    """`report --wandb-report` offline: the Report is built and its spec serialised without uploading;
+    every metric and step axis a panel plots is one the job runs logged (read back from their offline
+    files), and the scatter's table and columns are the report run's."""
+    pytest.importorskip("wandb_workspaces")
+    from grpo_rank.report.wandb_mirror import DASHBOARD_SPEC, panel_names
+
+    sweep_dir, _ = sweep
+    out = tmp_path / "report"
+    proc = run_cli(["grpo_rank.report", str(sweep_dir), "--out", str(out), "--wandb-report"], cwd=tmp_path,
+                   env_extra={"WANDB_API_KEY": ""}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"spec written to `{DASHBOARD_SPEC}`, not saved" in proc.stdout
+    names = panel_names(json.loads((out / DASHBOARD_SPEC).read_text()))
+    logged = set()
+    for path in job_dirs(sweep_dir).values():
+        for r in wandb_records(path):
+            if r.get("type") in ("history", "summary"):
+                logged.update(r["history"]["item"] if r["type"] == "history" else r["summary"]["update"])
+    assert {"eval/accuracy", "train/global_step", "grad_share/layer_11", "grad_share_module/down_proj"} <= names["metrics"]
+    assert names["metrics"] <= logged, names["metrics"] - logged
+    report_rows = [r["history"]["item"] for r in wandb_records(out) if r.get("type") == "history"]
+    tables = {k.removesuffix("._type") for r in report_rows for k, v in r.items() if v == "table-file"}
+    assert names["tables"] == {"report/rank_shift"} and names["tables"] <= tables
+    table = json.loads(next(out.glob("wandb/*/files/media/table/report/rank_shift*.table.json")).read_text())
+    assert names["columns"] <= set(table["columns"]) and len(table["data"]) > 0
 
 
 def test_relaunch_with_one_more_seed_runs_only_the_new_jobs(sweep):

@@ -53,6 +53,36 @@ def test_launchers_compose(launcher, tmp_path):
         assert lc.timeout_min * 60 - lc.signal_delay_s > 60
 
 
+@pytest.mark.parametrize("resources, expected", [
+    ("cpu", (None, None, 2, 8, 120)),
+    ("gpu1", ("gpu", 1, 8, 64, 720)),
+])
+def test_resources_set_the_slurm_launcher_in_one_choice(resources, expected, tmp_path):
+    """resources=<profile> selects the Slurm launcher with that profile's partition, GPUs, cores, memory and
+    time; any of them can still be overridden, and the job's own config (its hash) does not change."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from grpo_rank.config import result_payload, to_typed
+
+    from .conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", return_hydra_config=True,
+                            overrides=[f"resources={resources}", f"hydra.sweep.dir={tmp_path}"])
+        plain = hydra_compose(config_name="config", overrides=[])
+        job = hydra_compose(config_name="config", overrides=[f"resources={resources}"])
+        custom = hydra_compose(config_name="config", return_hydra_config=True,
+                               overrides=[f"resources={resources}", "hydra.launcher.partition=a100",
+                                          f"hydra.sweep.dir={tmp_path}"])
+    lc = cfg.hydra.launcher
+    assert lc._target_.endswith("SlurmLauncher") and cfg.hydra.runtime.choices["hydra/launcher"] == "slurm"
+    assert (lc.partition, lc.gpus_per_node, lc.cpus_per_task, lc.mem_gb, lc.timeout_min) == expected
+    assert lc.max_num_timeout >= 1 and lc.timeout_min * 60 - lc.signal_delay_s > 60
+    assert custom.hydra.launcher.partition == "a100"
+    assert result_payload(to_typed(job), "job") == result_payload(to_typed(plain), "job")
+
+
 @pytest.mark.parametrize("explicit, launcher, env, expected", [
     (None, {}, {}, (8, "basic")),  # job after job: each takes the whole machine
     (None, {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, {},
@@ -120,6 +150,26 @@ def test_rerun_skips_the_finished_job_and_reruns_the_failed_one(failing):
     assert events[:4] == ["started", "finished", "skipped", "started"]  # the 4th launch: force=true
     assert [e["event"] for e in read_jsonl(sweep / BAD_JOB / RUNS)][:4] == [
         "started", "failed", "started", "failed"]
+
+
+def test_the_sweep_status_is_printed_when_the_launcher_aborts(tmp_path):
+    """A relaunch with one more seed whose launcher fails before any job runs (Slurm refuses the
+    partition, or there is no Slurm here): Hydra never ends the multirun, and the sweep's status is
+    printed anyway, with the earlier jobs and the one that never started."""
+    sweep = tmp_path / "sweep"
+    first = run_cli(["grpo_rank.run", "-m", *TINY, "dry_run=true", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+                    cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    proc = run_cli(["grpo_rank.run", "-m", *TINY, "dry_run=true", "seed=0,1,2", "hydra/launcher=slurm",
+                    "hydra.launcher.partition=grpo-rank-no-such-partition", f"hydra.sweep.dir={sweep}"],
+                   cwd=tmp_path, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout.splitlines()
+    start = out.index(f"grpo-rank: the launcher stopped before the sweep ended; sweep {sweep}:")
+    lines = [line.split() for line in out[start + 1:start + 4]]
+    assert [(w[0], " ".join(w[1:3])) for w in lines] == [("seed-0", "dry run"), ("seed-1", "dry run"),
+                                                       ("seed-2", "not started")]
+    assert out[start + 4].strip().startswith("total 3 jobs:") and "1 not started" in out[start + 4]
 
 
 def test_force_reruns_a_finished_job(failing):
@@ -211,7 +261,9 @@ def test_slurm_sweep_with_a_preemption_equals_the_local_sweep(tmp_path, cache_di
     assert local.returncode == 0, local.stderr[-3000:]
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", "hydra/launcher=slurm", *SLURM_SWEEP,
+    # resources=cpu with one core per job, so that two jobs share the 2-core test node
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", "resources=cpu",
+                             "hydra.launcher.cpus_per_task=1", *SLURM_SWEEP,
                              f"hydra.sweep.dir={tmp_path}/slurm", f"profile.cache_dir={tmp_path}/profiles_slurm"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

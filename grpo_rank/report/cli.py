@@ -12,7 +12,7 @@ from .discover import load
 from .jobs import Job
 from .figures import FIG1, FIG2, figure1, figure2
 from .markdown import render
-from .gradstats import STATS_COLUMNS, stats_rows
+from .gradstats import RANK_SHIFT_COLUMNS, STATS_COLUMNS, rank_shift_rows, stats_rows
 from .tables import PAIRED_COLUMNS, paired_rows, run_rows, table1_rows, write_csv
 
 
@@ -33,12 +33,15 @@ def build(sweeps: list[Path], out: Path, early: float = 0.25, late: float = 0.25
     write_csv(out / "runs.csv", runs)
     write_csv(out / "stats.csv", st, STATS_COLUMNS)
     write_csv(out / "paired.csv", paired, None if paired else PAIRED_COLUMNS)
+    shifts = rank_shift_rows(jobs)
+    write_csv(out / "rank_shift.csv", shifts, RANK_SHIFT_COLUMNS)
     figure1(jobs, out / FIG1)
     figure2(jobs, out / FIG2)
     if use_wandb:
         from .wandb_mirror import log_wandb, summary_values
 
-        wandb_line = log_wandb(out, jobs, sweeps, {"table1": t1, "stats": st, "paired": paired, "runs": runs},
+        wandb_line = log_wandb(out, jobs, sweeps, {"table1": t1, "stats": st, "paired": paired, "runs": runs,
+                                                     "rank_shift": shifts},
                                {"fig1_uniform_grad_share": out / FIG1, "fig2_amplification": out / FIG2},
                                summary_values(t1, st), dashboard)
     else:
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--late", type=_fraction, default=0.25, help="fraction of steps in the late window")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     p.add_argument("--wandb-report", action="store_true",
-                   help="also create a W&B dashboard (needs wandb-workspaces and online mode)")
+                   help="also build a W&B Report (dashboard) of the sweep: its spec is written to "
+                        "wandb_report.json; it is saved to W&B in online mode (needs wandb-workspaces)")
     args = p.parse_args(argv)
     for s in args.sweeps:
         if not s.is_dir():

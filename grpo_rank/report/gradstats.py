@@ -163,6 +163,19 @@ def _with_means(per_seed: list[dict]) -> list[dict]:
     return out
 
 
+def _pairs(arms: dict, arm: Arm):
+    """(note, run, its same-seed uniform run) for every run of a re-allocated arm with gradient records."""
+    with_grads = [j for j in arms[arm] if j.grads is not None]
+    ref_arm = uniform_reference(arms, arm) if arm.strategy not in ("none", "uniform") and with_grads else None
+    if ref_arm is None:
+        return
+    ref_by_seed = {j.seed: j for j in arms[ref_arm] if j.grads is not None}
+    for j in with_grads:
+        ref = ref_by_seed.get(j.seed)
+        if ref is not None and ref.grads.num_layers == j.grads.num_layers:
+            yield f"vs {arm_name(ref_arm)}", j, ref
+
+
 def stats_rows(jobs: list[Job]) -> list[dict]:
     """The study's statistics in long form: per seed (seed = 's0', ...), their mean over seeds
     (seed = 'mean', with a t-interval) and pooled rank-shift correlations (seed = 'pooled', with a
@@ -171,19 +184,12 @@ def stats_rows(jobs: list[Job]) -> list[dict]:
     per_seed: list[dict] = []
     pooled: list[dict] = []
     for arm, arm_jobs in arms.items():
-        with_grads = [j for j in arm_jobs if j.grads is not None]
-        for j in with_grads:
-            per_seed += _job_stats(arm, j)
-        ref_arm = uniform_reference(arms, arm) if arm.strategy not in ("none", "uniform") and with_grads else None
-        if ref_arm is None:
-            continue
-        ref_note = f"vs {arm_name(ref_arm)}"
-        ref_by_seed = {j.seed: j for j in arms[ref_arm] if j.grads is not None}
+        for j in arm_jobs:
+            if j.grads is not None:
+                per_seed += _job_stats(arm, j)
         by_view: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-        for j in with_grads:
-            ref = ref_by_seed.get(j.seed)
-            if ref is None or ref.grads.num_layers != j.grads.num_layers:
-                continue
+        ref_note = ""
+        for ref_note, j, ref in _pairs(arms, arm):
             rows, vectors = pair_rows(arm, j, ref, ref_note)
             per_seed += rows
             for view, (ranks, shift) in vectors.items():
@@ -196,3 +202,22 @@ def stats_rows(jobs: list[Job]) -> list[dict]:
                 pooled.append(stat_row(arm, "pooled", "all", f"rank_shift_{key}{view}", boot[key],
                                        boot[f"{key}_low"], boot[f"{key}_high"], len(ranks_all), note))
     return _with_means(per_seed) + pooled
+
+
+RANK_SHIFT_COLUMNS = ["arm", "seed", "view", "layer", "rank", "shift"]
+
+
+def rank_shift_rows(jobs: list[Job]) -> list[dict]:
+    """Per re-allocated run, view and layer: its rank and its shift in S(l) share against the same-seed
+    uniform run (the points behind the rank-shift correlations; rank_shift.csv, the W&B scatter)."""
+    rows, arms = [], arms_of(jobs)
+    for arm in arms:
+        for _, j, ref in _pairs(arms, arm):
+            for view in VIEWS:
+                s_x, s_u = layer_map(j, view), layer_map(ref, view)
+                if s_x is None or s_u is None or s_x.size != s_u.size or len(j.ranks or ()) != s_x.size:
+                    continue
+                shift = stats.shares(s_x) - stats.shares(s_u)
+                rows += [{"arm": arm_name(arm), "seed": seed_label(j), "view": VIEWS[view], "layer": layer,
+                          "rank": int(r), "shift": float(d)} for layer, (r, d) in enumerate(zip(j.ranks, shift))]
+    return rows

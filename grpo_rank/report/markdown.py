@@ -122,12 +122,16 @@ def _slope_rows(st: list[dict], fields: list[str]) -> list[list]:
 
 WANDB_PANELS = """\
 Each job is one W&B run, grouped by `group` (the config without the seed, so a group's runs are the
-seeds of one strategy x budget) and tagged `strategy:<name>`, `budget:<name>`, `seed:<n>`. Open:
+seeds of one strategy x budget) and tagged `strategy:<name>`, `budget:<name>`, `seed:<n>`. Every
+training metric is plotted against `train/global_step` and every profile metric against
+`profile/train/global_step` (set as their x-axes), so the runs of a sweep line up step for step. Open:
 `grad_share/layer_XX` (per-layer share of the gradient norm per step; the live Figure 1),
 `grad_norm/layer_XX` (the raw norms), `grad_share_module/<proj>` (module shares), and
-`eval/accuracy` with `eval/ci_low` / `eval/ci_high` in the run summary (Table 1 per run). Grouping
+`eval/accuracy` with `eval/ci_low` / `eval/ci_high` in the run summary (Table 1 per run); the tables
+`allocation` (rank and S(l) per layer) and `eval/outcomes` (every evaluated question). Grouping
 the runs table by the `strategy` config key (`strategy.name`), or by `group`, averages the panels over
-seeds. The report run itself (job type `report`) holds these tables and figures.
+seeds. The report run itself (job type `report`) holds these tables and figures, and `rank_shift` (the
+points of the rank-vs-shift scatter); `--wandb-report` builds a W&B Report with these panels.
 """
 
 

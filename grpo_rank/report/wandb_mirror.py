@@ -68,43 +68,98 @@ def log_wandb(out: Path, jobs: list[Job], sweeps: list[Path], tables: dict[str, 
             else:
                 line = f"W&B: run `{ident['name']}` in group `{ident['group']}`: {url}"
         if dashboard:
-            line += "\n\n" + create_dashboard(ident, mode)
+            line += "\n\n" + create_dashboard(out, jobs, ident, mode)
         return line
     except Exception as exc:  # the report is the local files; W&B must never fail it
         return f"W&B: skipped after an error ({type(exc).__name__}: {exc}); the local report is complete."
 
 
-def create_dashboard(ident: dict, mode: str) -> str:
-    """A W&B report with the panels named in "Which W&B panels to open" (needs wandb-workspaces, online)."""
+# the config keys whose values make an arm (jobs.Arm): W&B groups the runs by them and averages the seeds
+ARM_KEYS = ["config.model.name", "config.task.name", "config.strategy.name", "config.budget.name",
+            "config.lora.alpha_mode", "config.profile.signal"]
+DASHBOARD_SPEC = "wandb_report.json"
+
+
+def dashboard(ident: dict, n_layers: int, modules: list[str], entity: str = "", project: str = ""):
+    """The W&B Report of a sweep: Table 1 (accuracy by arm, seeds averaged), per-layer and per-module
+    gradient-share lines by arm against the training step, and the rank-vs-shift scatter from the report
+    run's `report/rank_shift` table. `entity`/`project` empty builds it without any API call (offline)."""
+    import wandb_workspaces.reports.v2 as wr
+
+    # the report run logs none of these panels' metrics, so it draws nothing in them
+    jobs = wr.Runset(entity=entity, project=project, name="jobs by arm", groupby=ARM_KEYS)
+    report_run = wr.Runset(entity=entity, project=project, name="report run", query=ident["name"])
+    scatter = wr.CustomChart.from_table("report/rank_shift", chart_fields={"x": "rank", "y": "shift", "color": "arm"},
+                                        chart_strings={"title": "allocated rank vs shift in gradient share"})
+    scatter.chart_name = "wandb/scatter/v0"
+    return wr.Report(
+        entity=entity or ident["entity"] or "", project=ident["project"], title=f"grpo-rank: {ident['name']}",
+        description="Per-layer LoRA rank allocation under GRPO; runs grouped by arm (mean over seeds).",
+        blocks=[
+            wr.H1("Table 1: held-out accuracy by arm"),
+            wr.P(f"Job groups: {', '.join(ident['job_groups']) or 'n/a'}. Each bar is an arm's mean over its seeds."),
+            wr.PanelGrid(runsets=[jobs], panels=[
+                wr.BarPlot(title="held-out accuracy (eval/accuracy)", metrics=["eval/accuracy"]),
+                wr.LinePlot(title="per-layer share of the gradient norm", x="train/global_step",
+                            y=[f"grad_share/layer_{i:02d}" for i in range(n_layers)]),
+                wr.LinePlot(title="per-module share of the gradient norm", x="train/global_step",
+                            y=[f"grad_share_module/{m}" for m in modules]),
+            ]),
+            wr.H1("Amplification: allocated rank vs shift in gradient share"),
+            wr.P("One point per layer and re-allocated run: its rank and the change of its S(l) share against "
+                 "the same-seed uniform run (report table rank_shift; views: raw, scaling-normalised, full-weight)."),
+            wr.PanelGrid(runsets=[report_run], panels=[scatter]),
+        ])
+
+
+def panel_names(spec: dict) -> dict[str, set[str]]:
+    """What each panel of a serialised Report reads: {"metrics": run metrics and step axes, "tables":
+    summary tables, "columns": table columns the charts plot}."""
+    names = {"metrics": set(), "tables": set(), "columns": set()}
+
+    def walk(node):
+        if isinstance(node, dict):
+            cfg = node.get("config") if node.get("viewType") else None
+            if isinstance(cfg, dict):
+                names["metrics"].update(cfg.get("metrics") or [])
+                if cfg.get("xAxis"):
+                    names["metrics"].add(cfg["xAxis"])
+                names["columns"].update((cfg.get("fieldSettings") or {}).values())
+            if node.get("name") == "tableKey" and node.get("value"):
+                names["tables"].add(node["value"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    return names
+
+
+def create_dashboard(out: Path, jobs: list[Job], ident: dict, mode: str) -> str:
+    """Builds the W&B Report, writes its spec to `out`/wandb_report.json and, online, saves it to W&B."""
     import importlib.util
+    import json
 
     if importlib.util.find_spec("wandb_workspaces") is None:
-        return "W&B dashboard: skipped, the wandb-workspaces package is not installed (pip install wandb-workspaces)."
-    if mode != "online":
-        return f"W&B dashboard: skipped, W&B mode is {mode} (no API key found); dashboards need online mode."
+        return ("W&B dashboard: skipped, the wandb-workspaces package is not installed "
+                "(pip install 'grpo-rank[dashboard]').")
     try:
+        with_grads = [j for j in active(jobs) if j.grads is not None]
+        n_layers = max((j.grads.num_layers for j in with_grads), default=0)
+        modules = [m for m in PROJECTIONS if any(m in j.grads.norms.modules for j in with_grads)]
+        report = dashboard(ident, n_layers, modules)  # no API call: the spec is the same on- and offline
+        (out / DASHBOARD_SPEC).write_text(report._to_model().model_dump_json(by_alias=True, indent=1))
+        if mode != "online":
+            return (f"W&B dashboard: spec written to `{DASHBOARD_SPEC}`, not saved: W&B mode is {mode} "
+                    f"(no API key found); saving needs online mode.")
         import wandb
-        import wandb_workspaces.reports.v2 as wr
 
         entity = ident["entity"] or wandb.Api().default_entity
-        runs = wr.Runset(entity=entity, project=ident["project"], name="jobs by strategy",
-                         groupby=["config.strategy.name"])
-        layers = [f"grad_share/layer_{i:02d}" for i in range(64)]
-        report = wr.Report(
-            entity=entity, project=ident["project"], title=f"grpo-rank: {ident['name']}",
-            description="Per-layer LoRA rank allocation under GRPO; runs grouped by strategy (mean over seeds).",
-            blocks=[
-                wr.H1("Accuracy and gradient shares by strategy"),
-                wr.P(f"Sweep groups: {', '.join(ident['job_groups']) or 'n/a'}."),
-                wr.PanelGrid(runsets=[runs], panels=[
-                    wr.BarPlot(title="eval/accuracy", metrics=["eval/accuracy"]),
-                    wr.LinePlot(title="per-layer gradient share", x="Step", y=layers),
-                    wr.LinePlot(title="module gradient share", x="Step",
-                                y=[f"grad_share_module/{m}" for m in PROJECTIONS]),
-                ]),
-            ])
+        report = dashboard(ident, n_layers, modules, entity=entity, project=ident["project"])
         report.save()
-        return f"W&B dashboard: {report.url}"
+        return f"W&B dashboard: {report.url} (spec in `{DASHBOARD_SPEC}`)"
     except Exception as exc:
         return f"W&B dashboard: skipped after an error ({type(exc).__name__}: {exc})."
 
