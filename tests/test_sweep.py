@@ -261,9 +261,7 @@ def test_slurm_sweep_with_a_preemption_equals_the_local_sweep(tmp_path, cache_di
     assert local.returncode == 0, local.stderr[-3000:]
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    # resources=cpu with one core per job, so that two jobs share the 2-core test node
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", "resources=cpu",
-                             "hydra.launcher.cpus_per_task=1", *SLURM_SWEEP,
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", "hydra/launcher=slurm", *SLURM_SWEEP,
                              f"hydra.sweep.dir={tmp_path}/slurm", f"profile.cache_dir={tmp_path}/profiles_slurm"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
