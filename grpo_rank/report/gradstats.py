@@ -100,20 +100,27 @@ def slope_rows(arm: Arm, j: Job, ref: Job, ref_note: str) -> list[dict]:
     return rows
 
 
-def pair_rows(arm: Arm, j: Job, ref: Job, ref_note: str) -> tuple[list[dict], dict[str, tuple]]:
-    """Per view: amplification (max/min and CV ratios) and the rank-shift correlation of one run vs its
-    same-seed uniform run; then the scaling slopes. Also each view's (ranks, shift) for pooling."""
-    rows, vectors, seed = [], {}, seed_label(j)
+def view_maps(j: Job, ref: Job):
+    """Per view (VIEWS) both runs have on the same layers: (view, S(l) of the run, S(l) of its uniform
+    reference, the run's shift in S(l) share, or None when its ranks do not cover its layers)."""
     for view in VIEWS:
         s_x, s_u = layer_map(j, view), layer_map(ref, view)
         if s_x is None or s_u is None or s_x.size != s_u.size:
             continue
+        shift = stats.shares(s_x) - stats.shares(s_u) if j.ranks and len(j.ranks) == s_x.size else None
+        yield view, s_x, s_u, shift
+
+
+def pair_rows(arm: Arm, j: Job, ref: Job, ref_note: str) -> tuple[list[dict], dict[str, tuple]]:
+    """Per view: amplification (max/min and CV ratios) and the rank-shift correlation of one run vs its
+    same-seed uniform run; then the scaling slopes. Also each view's (ranks, shift) for pooling."""
+    rows, vectors, seed = [], {}, seed_label(j)
+    for view, s_x, s_u, shift in view_maps(j, ref):
         rows.append(stat_row(arm, seed, "all", f"amplification_max_min{view}",
                              stats.max_min_ratio(s_x) / stats.max_min_ratio(s_u), note=ref_note))
         rows.append(stat_row(arm, seed, "all", f"amplification_cv{view}", stats.cv(s_x) / stats.cv(s_u),
                              note=ref_note))
-        if j.ranks and len(j.ranks) == s_x.size:
-            shift = stats.shares(s_x) - stats.shares(s_u)
+        if shift is not None:
             corr = stats.correlation(j.ranks, shift)
             for key in ("pearson", "spearman"):
                 rows.append(stat_row(arm, seed, "all", f"rank_shift_{key}{view}", corr[key], note=ref_note))
@@ -213,11 +220,8 @@ def rank_shift_rows(jobs: list[Job]) -> list[dict]:
     rows, arms = [], arms_of(jobs)
     for arm in arms:
         for _, j, ref in _pairs(arms, arm):
-            for view in VIEWS:
-                s_x, s_u = layer_map(j, view), layer_map(ref, view)
-                if s_x is None or s_u is None or s_x.size != s_u.size or len(j.ranks or ()) != s_x.size:
-                    continue
-                shift = stats.shares(s_x) - stats.shares(s_u)
-                rows += [{"arm": arm_name(arm), "seed": seed_label(j), "view": VIEWS[view], "layer": layer,
-                          "rank": int(r), "shift": float(d)} for layer, (r, d) in enumerate(zip(j.ranks, shift))]
+            for view, _, _, shift in view_maps(j, ref):
+                if shift is not None:
+                    rows += [{"arm": arm_name(arm), "seed": seed_label(j), "view": VIEWS[view], "layer": layer,
+                              "rank": int(r), "shift": float(d)} for layer, (r, d) in enumerate(zip(j.ranks, shift))]
     return rows
