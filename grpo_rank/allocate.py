@@ -206,6 +206,8 @@ class Strategy:
     needs_profile: bool
     trains: bool
     allocate: Callable[..., list[int] | None]
+    # the ranks move during training (adalora.py); `allocate` gives the budget they must end on
+    adaptive: bool = False
 
 
 def _none(importance, num_layers, total, bounds, seed, r):
@@ -227,6 +229,10 @@ STRATEGIES: dict[str, Strategy] = {
         needs_profile=True, trains=True,
         allocate=lambda importance, num_layers, total, bounds, seed, r:
             shuffled_ranks(importance, total, bounds, seed)),
+    # AdaLoRA: every module starts at adalora.init_r and is masked down to this budget while it trains
+    "adalora": Strategy(
+        needs_profile=False, trains=True, adaptive=True,
+        allocate=lambda importance, num_layers, total, bounds, seed, r: uniform(num_layers, total, bounds, r)),
 }
 
 

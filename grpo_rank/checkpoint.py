@@ -44,7 +44,9 @@ class SaveRecords(TrainerCallback):
         self.profiler.flush()
         buf = io.BytesIO()
         norms = np.stack(self.profiler.norms) if self.profiler.norms else np.zeros((0, len(self.profiler.meta)))
-        np.savez(buf, steps=np.asarray(self.profiler.steps, dtype=np.int64), norms=norms)
+        # the per-step ranks of an adaptive strategy (strategy=adalora) travel with the norms
+        ranks = np.stack(self.profiler.rank_rows) if self.profiler.rank_rows else np.zeros((0, 0), dtype=np.int16)
+        np.savez(buf, steps=np.asarray(self.profiler.steps, dtype=np.int64), norms=norms, ranks=ranks)
         atomic_write_bytes(folder / NORMS, buf.getvalue())
         write_jsonl(folder / LOGS, self.log_rows)
         # last: its presence says everything above (and the Trainer's files before it) is complete
@@ -84,4 +86,5 @@ def restore(folder: Path, profiler) -> tuple[int, list[dict]]:
     with np.load(folder / NORMS) as saved:
         profiler.steps = saved["steps"].astype(int).tolist()
         profiler.norms = list(saved["norms"])
+        profiler.rank_rows = list(saved["ranks"]) if "ranks" in saved.files else []
     return int(state["step"]), read_jsonl(folder / LOGS)

@@ -1,7 +1,7 @@
 """Typed configuration: the dataclass schemas behind every YAML in conf/.
 
 `conf/config.yaml` starts from the `grpo_rank_schema` node registered here, so every group file
-(model/, task/, strategy/, budget/, rewards/, experiment/) is merged into a closed, typed structure:
+(model/, task/, strategy/, budget/, algorithm/, rewards/, experiment/) is merged into a closed, typed structure:
 a misspelt key or a wrong type fails at compose time. `to_typed` converts the composed DictConfig to
 these dataclasses once, at the entry point; nothing below it sees a DictConfig. `validate` then checks
 every value, before any model or data loads (preflight.py checks files, folders and budgets next).
@@ -10,7 +10,7 @@ Every leaf field is declared with `setting(default, affects, valid=...)` (fields
 once which results it changes (`JOB_AND_PROFILE`, `JOB_ONLY`, `NO_RESULT`), and `result_payload(cfg,
 "job" | "profile")` keeps exactly those, for the run identity and the profile cache key; `valid` is
 its own rule: a numeric range, or the keys of the registry the value picks from (allocate.STRATEGIES,
-tasks.TASKS, rewards.REWARDS, models.LOADERS) or a dict of choices in this module. Rules between fields are `validate`'s.
+algorithms.ALGORITHMS, tasks.TASKS, rewards.REWARDS, models.LOADERS) or a dict of choices in this module. Rules between fields are `validate`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .algorithms import ALGORITHMS
 from .allocate import STRATEGIES
 from .errors import InputError
 from .answers import SCORING
@@ -105,6 +106,12 @@ class StrategyConfig:
 
 
 @dataclass
+class AlgorithmConfig:
+    # the training objective (algorithms.ALGORITHMS): the GRPO loss variants, rloo, or sft on gold solutions
+    name: str = setting(MISSING, valid=OneOf(ALGORITHMS, "algorithm"))
+
+
+@dataclass
 class BudgetConfig:
     name: str = setting(MISSING, JOB_ONLY, valid=NAME)
     # of the uniform total rank, r * num_layers; preflight checks it fits [r_min, r_max] on every layer
@@ -125,6 +132,20 @@ class LoraSettings:
     # alone moves gradient norms down; rslora (alpha/sqrt(r)) is neutral; per_rank (the uniform run's
     # alpha/lora.r everywhere) moves them up as sqrt(r). ALPHA_MODES says each one's scaling.
     alpha_mode: str = setting("fixed", valid=OneOf(ALPHA_MODES, "alpha mode"))
+
+
+@dataclass
+class AdaLoraSettings:
+    # strategy=adalora only (adalora.py); the budget it ends on is the arm's, as for every strategy.
+    # None: 3/2 of lora.r rounded up (PEFT's default ratio, init_r 12 for target_r 8)
+    init_r: int | None = setting(None, JOB_ONLY, valid=COUNT)
+    # the first floor(f * steps) steps train at init_r; the last floor(f * steps) at the final ranks
+    warmup_fraction: float = setting(0.1, JOB_ONLY, valid=Range(0, 1, hi_open=True))
+    final_fraction: float = setting(0.2, JOB_ONLY, valid=Range(0, 1, hi_open=True))
+    delta_t: int = setting(1, JOB_ONLY, valid=COUNT)  # steps between two re-allocations
+    beta1: float = setting(0.85, JOB_ONLY, valid=Range(0, 1, lo_open=True, hi_open=True))  # importance EMA
+    beta2: float = setting(0.85, JOB_ONLY, valid=Range(0, 1, lo_open=True, hi_open=True))  # uncertainty EMA
+    orth_reg_weight: float = setting(0.5, JOB_ONLY, valid=at_least(0))
 
 
 @dataclass
@@ -164,6 +185,9 @@ class ProfileSettings:
     # record ||dL/dW|| of every targeted frozen weight beside the LoRA norms, in every phase (the report's
     # rank-invariant view of the shift); profile.signal=full_weight needs it
     full_weight: bool = setting(True)
+    # record each reward's share of the gradient (and the KL term's) per step in reward_grads.parquet, in every
+    # phase the job trains (reward_split.py); costs one more forward and backward per reward and micro-batch
+    per_reward: bool = setting(False)
 
 
 @dataclass
@@ -190,9 +214,11 @@ class RunConfig:
     task: TaskConfig = MISSING
     strategy: StrategyConfig = MISSING
     budget: BudgetConfig = MISSING
+    algorithm: AlgorithmConfig = MISSING
     seed: int = setting(0, valid=Range(0, 2**32 - 1))  # numpy's seeding takes [0, 2**32)
     dry_run: bool = setting(False, NO_RESULT)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    adalora: AdaLoraSettings = field(default_factory=AdaLoraSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
@@ -280,6 +306,12 @@ def validate(cfg: RunConfig) -> None:
               f"grpo.num_generations={g.num_generations}",
               f"set grpo.per_device_batch_size to a multiple of {g.num_generations}")
     check_rewards(g.rewards)
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        check_adalora(cfg)
+    if cfg.profile.per_reward and ALGORITHMS[cfg.algorithm.name].trainer != "grpo":
+        _fail("profile.per_reward", True, f"the per-reward split is defined on GRPO's advantages, and "
+              f"algorithm={cfg.algorithm.name} has none of its own", "use algorithm=grpo/dapo/dr_grpo/bnpo, or "
+              "profile.per_reward=false")
     needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
     if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
         _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
@@ -290,6 +322,24 @@ def validate(cfg: RunConfig) -> None:
     if needs_profile and cfg.dry_run and cfg.profile.from_run is None:
         _fail("profile.from_run", None, f"dry_run trains nothing, so it cannot profile for strategy={cfg.strategy.name}",
               "pass profile.from_run=<a finished job dir> or use strategy=uniform/random")
+
+
+def check_adalora(cfg: RunConfig) -> None:
+    a, lo = cfg.adalora, cfg.lora
+    if lo.alpha_mode != "fixed":
+        _fail("lora.alpha_mode", lo.alpha_mode, "strategy=adalora scales every module by alpha/adalora.init_r "
+              "(PEFT's AdaLoRA), whatever its current rank", "use lora.alpha_mode=fixed")
+    if a.warmup_fraction + a.final_fraction >= 1:
+        _fail("adalora.final_fraction", a.final_fraction, f"with adalora.warmup_fraction={a.warmup_fraction} no "
+              "step is left for re-allocation", "keep warmup_fraction + final_fraction < 1, e.g. 0.1 and 0.2")
+    if cfg.grpo.steps - int(a.final_fraction * cfg.grpo.steps) < 2:
+        # PEFT scores the triplets on the steps before the final mask; with none, it has nothing to rank by
+        _fail("grpo.steps", cfg.grpo.steps, "strategy=adalora needs a step that scores importance before its "
+              "final allocation", "set grpo.steps>=2 (and a smaller adalora.final_fraction)")
+    init_r = a.init_r or math.ceil(1.5 * lo.r)
+    if init_r < lo.r:
+        _fail("adalora.init_r", a.init_r, f"AdaLoRA only masks ranks away: it must be >= lora.r={lo.r}",
+              f"e.g. adalora.init_r={math.ceil(1.5 * lo.r)}")
 
 
 def check_rewards(rewards: Mapping[str, float]) -> None:

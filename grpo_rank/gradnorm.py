@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,7 +34,8 @@ from .importance import step_norms
 from .lora import MODULE_RE
 from .records import GRAD_COLUMNS
 
-PARAM_RE = re.compile(r"^(.*)\.lora_([AB])\.default\.weight$")
+# LoRA's A and B are Linear modules (`.weight`); AdaLoRA's are bare parameters of a ParameterDict
+PARAM_RE = re.compile(r"^(.*)\.lora_([AB])\.default(?:\.weight)?$")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Adapter:
     matrix: str  # "A" or "B"
     rank: int
     scaling: float
+    path: str = ""  # the module's path in the base model (lora.Site.name)
 
 
 def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter], list[torch.nn.Module]]:
@@ -60,8 +63,11 @@ def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter], list[
         lora_layer = modules[m.group(1)]
         params.append(p)
         owners.append(lora_layer)
+        scaling = float(lora_layer.scaling["default"])
+        if hasattr(lora_layer, "ranknum"):  # AdaLoRA divides by its initial rank in the forward pass
+            scaling /= float(lora_layer.ranknum["default"])
         meta.append(Adapter(int(where.group(1)), where.group(2), m.group(2), int(lora_layer.r["default"]),
-                            float(lora_layer.scaling["default"])))
+                            scaling, m.group(1).removeprefix("base_model.model.")))
     return params, meta, owners
 
 
@@ -72,6 +78,15 @@ class FullWeightGrads:
         self.layers: list = []
         self.sums: dict[int, torch.Tensor] = {}
         self.handles: list = []
+        self.enabled = True  # off while passes that are not the step's run (reward_split's extra passes)
+
+    @contextmanager
+    def paused(self):
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = True
 
     def attach(self, lora_layers: list) -> None:
         self.layers = lora_layers
@@ -81,7 +96,8 @@ class FullWeightGrads:
     def _forward_hook(self, i: int):
         def hook(module, inputs, output):
             # no graph (generation, evaluation, a checkpointed layer's no-grad pass): nothing flows back
-            if not (torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad):
+            if not (self.enabled and torch.is_grad_enabled() and isinstance(output, torch.Tensor)
+                    and output.requires_grad):
                 return
             x = inputs[0]
             output.register_hook(lambda g: self._accumulate(i, x, g))
@@ -115,16 +131,20 @@ class GradNormProfiler(TrainerCallback):
     the gradient norm of each frozen projection under them (matrix "W").
 
     `on_step` (optional) receives (step, layer_norms, module_norms) once per step, for streaming; those
-    are the LoRA signal's, as in the study.
+    are the LoRA signal's, as in the study. `ranks_now` (optional, strategy=adalora) returns {module path:
+    current rank}; each step's rows then carry the rank in effect at that step, not the built one.
     """
 
-    def __init__(self, phase: str = "train", on_step: Callable | None = None, full_weight: bool = False):
+    def __init__(self, phase: str = "train", on_step: Callable | None = None, full_weight: bool = False,
+                 ranks_now: Callable[[], dict[str, int]] | None = None):
         self.phase = phase
         self.on_step = on_step
+        self.ranks_now = ranks_now
+        self.rank_rows: list[np.ndarray] = []  # per step, with ranks_now
         self.full_weight = FullWeightGrads() if full_weight else None
         self.params: list[torch.nn.Parameter] = []
         self.meta: list[Adapter] = []
-        self._pending: list[tuple[int, torch.Tensor]] = []
+        self._pending: list[tuple[int, torch.Tensor, np.ndarray | None]] = []
         self.steps: list[int] = []
         self.norms: list[np.ndarray] = []
         self.seconds = 0.0  # wall time spent in this callback: its overhead, reported by `make bench`
@@ -138,7 +158,7 @@ class GradNormProfiler(TrainerCallback):
             # one W per LoRA layer; its B matrix's entry carries the layer's place, rank and scaling
             owners = [(m, a) for m, a in zip(self.owners, self.meta) if a.matrix == "B"]
             self.full_weight.attach([m for m, _ in owners])
-            self.meta = self.meta + [Adapter(a.layer, a.module, "W", a.rank, a.scaling) for _, a in owners]
+            self.meta = self.meta + [Adapter(a.layer, a.module, "W", a.rank, a.scaling, a.path) for _, a in owners]
         self._layer = np.array([a.layer for a in self.meta])
         self._module = np.array([a.module for a in self.meta])
         self._types, self._module_idx = np.unique(self._module, return_inverse=True)
@@ -154,7 +174,11 @@ class GradNormProfiler(TrainerCallback):
         norms = torch.stack(torch._foreach_norm(grads)).float()  # one kernel launch group, stays on device
         if self.full_weight is not None:
             norms = torch.cat([norms, self.full_weight.norms(norms)])
-        self._pending.append((state.global_step + 1, norms))
+        ranks = None
+        if self.ranks_now is not None:
+            now = self.ranks_now()
+            ranks = np.array([now.get(a.path, a.rank) for a in self.meta], dtype=np.int16)
+        self._pending.append((state.global_step + 1, norms, ranks))
         self.seconds += time.perf_counter() - t
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -170,12 +194,15 @@ class GradNormProfiler(TrainerCallback):
     def flush(self) -> None:
         if not self._pending:
             return
-        host = torch.stack([n for _, n in self._pending]).cpu().numpy()  # the one host sync
-        for (step, _), row in zip(self._pending, host):
+        host = torch.stack([n for _, n, _ in self._pending]).cpu().numpy()  # the one host sync
+        for (step, _, ranks), row in zip(self._pending, host):
             self.steps.append(step)
             self.norms.append(row)
+            if ranks is not None:
+                self.rank_rows.append(ranks)
             if self.on_step is not None:
-                self.on_step(step, *self.aggregate(row))
+                self.on_step(step, *self.aggregate(row), **({"layer_ranks": self.layer_ranks(ranks)}
+                                                            if ranks is not None else {}))
         self._pending.clear()
 
     def aggregate(self, row: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
@@ -183,6 +210,12 @@ class GradNormProfiler(TrainerCallback):
         n = self.n_lora
         layer, by_type = step_norms(row[:n], self._layer[:n], self._module_idx[:n], self._n_layers, len(self._types))
         return layer, {str(t): float(v) for t, v in zip(self._types, by_type)}
+
+    def layer_ranks(self, ranks: np.ndarray) -> np.ndarray:
+        """Per layer, the mean current rank of its LoRA modules (one B row each)."""
+        b = np.array([a.matrix == "B" for a in self.meta])
+        total = np.bincount(self._layer[b], weights=ranks[b], minlength=self._n_layers)
+        return total / np.maximum(np.bincount(self._layer[b], minlength=self._n_layers), 1)
 
     def columns(self) -> dict[str, np.ndarray]:
         """The long, columnar form written to grad_norms.parquet."""
@@ -196,7 +229,8 @@ class GradNormProfiler(TrainerCallback):
             "module": np.tile(self._module, n_steps),
             "matrix": np.tile(np.array([a.matrix for a in self.meta]), n_steps),
             "norm": np.concatenate(self.norms).astype(np.float32),
-            "rank": np.tile(np.array([a.rank for a in self.meta], dtype=np.int16), n_steps),
+            "rank": (np.concatenate(self.rank_rows) if len(self.rank_rows) == n_steps
+                     else np.tile(np.array([a.rank for a in self.meta], dtype=np.int16), n_steps)),
             "scaling": np.tile(np.array([a.scaling for a in self.meta], dtype=np.float32), n_steps),
         }
 

@@ -2,7 +2,7 @@
 
 Each stage lives in its own module and returns its typed part of the job record (result.py):
 
-    load      models.load, tasks.load_split       the model, tokenizer and data
+    load      models.load, training_data          the model, tokenizer and data (prompts, or solutions for sft)
     profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
                                                   whose training is the profile publishes it (train)
     allocate  allocate.plan, lora.planned_params  per-layer ranks (Allocation) and Params
@@ -25,15 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import device, lora, models, profiling, tracking
+from . import adalora, device, lora, models, profiling, tracking
+from .algorithms import ALGORITHMS
 from .allocate import STRATEGIES, Bounds, plan
 from .config import RunConfig
 from .errors import one_line
 from .evaluate import evaluate
 from .importance import FULL_WEIGHT, layer_importance
-from .records import GRADS, OUTCOMES, write_grad_records, write_jsonl
+from .records import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_records, write_jsonl
 from .result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
-from .tasks import load_split, prompt_dataset
+from .tasks import load_split, prompt_dataset, solution_dataset
 from .threads import ThreadPlan
 from .train import train
 from .version import code_version
@@ -64,6 +65,12 @@ def runtime_info(cfg: RunConfig, plan: ThreadPlan | None) -> RuntimeInfo:
                        dtype=rt["dtype"], vllm=rt["vllm"], code_version=code_version())
 
 
+def training_data(cfg: RunConfig):
+    """The training split as the algorithm reads it: prompts for a rewarded one, gold solutions for sft."""
+    build = prompt_dataset if ALGORITHMS[cfg.algorithm.name].rewarded else solution_dataset
+    return build(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
+
+
 def allocation_table(ranks, importance) -> str:
     lines = ["layer  rank  importance_share"]
     tot = sum(importance) if importance else 0.0
@@ -86,6 +93,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
     result.wandb = sink.info()
     strategy = STRATEGIES[cfg.strategy.name]
     grads: list[dict[str, np.ndarray]] = []  # every phase's gradient records, written whatever happens
+    reward_grads: list[dict[str, np.ndarray]] = []  # profile.per_reward: each phase's per-reward split
     laps = Laps(result.timings)
     try:
         # load: the architecture alone for a dry run, else the model and the data
@@ -95,7 +103,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             log.info("loading model %s", cfg.model.name)
             model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
             hf = model.config
-            train_set = prompt_dataset(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
+            train_set = training_data(cfg)
         n_layers = lora.num_layers(hf)
         laps("load")
 
@@ -107,6 +115,8 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             importance, result.profile = prof.importance, prof.info
             if prof.grads:
                 grads.append(prof.grads)
+            if prof.reward_grads:
+                reward_grads.append(prof.reward_grads)
             if prof.base_touched:  # the profiling phase trained this model: start the next from a clean base
                 model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
             laps("profile")
@@ -115,8 +125,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         result.allocation = plan(cfg.strategy.name, importance, r=cfg.lora.r, num_layers=n_layers,
                                  fraction=cfg.budget.fraction, bounds=bounds, seed=cfg.seed)
         ranks = result.allocation.ranks
-        result.params = Params(planned=lora.planned_params(hf, ranks, cfg.lora.target_modules) if ranks else 0,
-                               built=None)
+        result.params = Params(planned=_planned_params(cfg, hf, ranks), built=None)
         if ranks:
             sink.table("allocation", ["layer", "rank", "importance"],
                        [[i, r, importance[i] if importance else None] for i, r in enumerate(ranks)])
@@ -134,12 +143,18 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
                 out = train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
                             job_dir=job_dir, **streams)
             grads.append(out.grads)
+            if out.reward_grads:
+                reward_grads.append(out.reward_grads)
             model = out.model
             result.params.built = out.built_params
+            if strategy.adaptive:  # the ranks AdaLoRA ended on; the trajectory is in the gradient records
+                result.adaptive = adalora.adaptive_info(out.model, cfg, hf, n_layers,
+                                                        sum(ranks) * len(cfg.lora.target_modules))
             result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
                                      importance=layer_importance(out.grads, "train").tolist(),
                                      importance_full_weight=_full_weight_importance(out.grads),
-                                     resumed_from_step=out.resumed_from)
+                                     resumed_from_step=out.resumed_from,
+                                     reward_split_residual=out.reward_residual)
             sink.summary({"params/trainable": out.built_params,
                           "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
         laps("train")
@@ -169,9 +184,21 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         laps.total()
         if grads:
             write_grad_records(job_dir / GRADS, {c: np.concatenate([g[c] for g in grads]) for c in grads[0]})
+        if reward_grads:
+            write_grad_records(job_dir / REWARD_GRADS, {c: np.concatenate([g[c] for g in reward_grads])
+                                                        for c in REWARD_COLUMNS}, REWARD_COLUMNS)
         sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
         result.wandb.error = sink.error
         write_result(job_dir, result)
+
+
+def _planned_params(cfg: RunConfig, hf, ranks: list[int]) -> int:
+    """The trainable count PEFT must build: at the ranks, or for adalora at its initial rank."""
+    if not ranks:
+        return 0
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        return adalora.planned_params(hf, len(ranks), cfg)
+    return lora.planned_params(hf, ranks, cfg.lora.target_modules)
 
 
 def _cell(value):
@@ -189,7 +216,7 @@ def _full_weight_importance(grads: dict[str, np.ndarray]) -> list[float] | None:
 def _dry_run(cfg: RunConfig, result: JobResult, hf) -> JobResult:
     """The allocation and the exact trainable count (PEFT built on the meta device), nothing trained."""
     alloc = result.allocation
-    if alloc.ranks:
+    if alloc.ranks and not STRATEGIES[cfg.strategy.name].adaptive:  # adalora's ranks are only known once trained
         result.params.built = lora.meta_build(hf, alloc.ranks, cfg.lora)
         print(allocation_table(alloc.ranks, alloc.importance))
     print(f"strategy={cfg.strategy.name} budget={cfg.budget.name} ({alloc.budget_total} of "

@@ -189,8 +189,9 @@ def check_budget(cfg: RunConfig, num_layers: int | None) -> None:
         return
     lo = cfg.lora
     total = budget_total(lo.r, num_layers, cfg.budget.fraction, lo.multiple)
-    if cfg.strategy.name == "uniform" and total == lo.r * num_layers:
-        return  # rank r on every layer, whatever the bounds (allocate.uniform)
+    # rank r on every layer, whatever the bounds (allocate.uniform); adalora's budget is uniform's
+    if (cfg.strategy.name == "uniform" or STRATEGIES[cfg.strategy.name].adaptive) and total == lo.r * num_layers:
+        return
     try:
         check_feasible(num_layers, total, Bounds(lo.r_min, lo.r_max, lo.multiple))
     except AllocationError:

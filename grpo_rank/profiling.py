@@ -37,6 +37,7 @@ class ProfileOutcome:
     info: ProfileInfo
     grads: dict[str, np.ndarray] = field(default_factory=dict)  # phase "profile" records, for the job's own file
     base_touched: bool = False  # the model passed in was trained: reload a clean base before the next phase
+    reward_grads: dict[str, np.ndarray] | None = None  # profile.per_reward, when this job computed the profile
 
 
 def uniform_ranks(cfg: RunConfig, num_layers: int) -> list[int]:
@@ -52,11 +53,13 @@ def profile(cfg: RunConfig, model, tokenizer, train_set, num_layers: int, job_di
         return ProfileOutcome(importance, info)
     ranks = uniform_ranks(cfg, num_layers)
     key = profile_key(cfg, ranks, cfg.profile.steps)
+    computed = []
 
     def compute(work_dir: Path) -> Profile:
         log.info("profiling: %d GRPO steps at uniform rank %d", cfg.profile.steps, cfg.lora.r)
         out = train(model, tokenizer, train_set, ranks, cfg, phase="profile", steps=cfg.profile.steps,
                     job_dir=job_dir, output_dir=work_dir, on_step=on_step, on_log=on_log)
+        computed.append(out)
         return Profile(out.grads, out.log_rows, {
             "steps": cfg.profile.steps, "nonzero_spread_fraction": out.nonzero_spread_fraction,
             "computed_by": str(job_dir.resolve()), "resumed_from_step": out.resumed_from})
@@ -67,7 +70,8 @@ def profile(cfg: RunConfig, model, tokenizer, train_set, num_layers: int, job_di
     replace_phase_rows(job_dir / TRAIN_LOG, "profile", prof.log_rows)
     info = _info(cfg, source, cache, key, prof)
     return ProfileOutcome(layer_importance(prof.grads, "profile", signal=cfg.profile.signal).tolist(), info,
-                          prof.grads, base_touched=source == "profiled")
+                          prof.grads, base_touched=source == "profiled",
+                          reward_grads=computed[0].reward_grads if computed else None)
 
 
 def _info(cfg: RunConfig, source: str, cache: ProfileCache, key: str, prof: Profile) -> ProfileInfo:

@@ -7,6 +7,8 @@ A job folder (one Hydra job dir) holds:
   by `result.write_result` / `result.read_result`.
 - `grad_norms.parquet`: one row per (phase, step, layer, module, matrix) with the L2 norm of that LoRA
   matrix's gradient before clipping, the module's rank and LoRA scaling. phase is "train" or "profile".
+- `reward_grads.parquet` (with `profile.per_reward=true`): the same columns plus `reward`: per step, the
+  norm of each reward's share of the gradient and of the KL term's (reward "kl"), see reward_split.py.
 - `train_log.jsonl`: TRL's per-step log (reward, reward_std, frac_reward_zero_std, loss, ...).
 - `eval_outcomes.jsonl`: one line per evaluated question: index, gold, prediction, correct, parsed.
 - `runs.jsonl`: one line per event of each launch of this job: started (with the step it resumed from,
@@ -34,6 +36,8 @@ OUTCOMES = "eval_outcomes.jsonl"
 RUNS = "runs.jsonl"
 
 GRAD_COLUMNS = ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")
+REWARD_GRADS = "reward_grads.parquet"  # profile.per_reward: the gradient columns plus `reward` (reward_split.py)
+REWARD_COLUMNS = (*GRAD_COLUMNS, "reward")
 
 
 @contextmanager
@@ -115,14 +119,14 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_grad_records(path: Path, columns: dict[str, np.ndarray]) -> None:
+def write_grad_records(path: Path, columns: dict[str, np.ndarray], names: tuple[str, ...] = GRAD_COLUMNS) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    missing = set(GRAD_COLUMNS) - set(columns)
+    missing = set(names) - set(columns)
     if missing:
         raise ValueError(f"gradient records lack columns {sorted(missing)}")
-    table = pa.table({c: columns[c] for c in GRAD_COLUMNS})
+    table = pa.table({c: columns[c] for c in names})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 

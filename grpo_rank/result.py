@@ -82,6 +82,25 @@ class TrainInfo:
     importance: list[float]  # S(l) of this run's own training gradients
     resumed_from_step: int | None = None
     importance_full_weight: list[float] | None = None  # S(l) on the frozen weights' gradients (profile.full_weight)
+    # profile.per_reward: max over steps of ||G - sum of the per-reward and KL gradients|| / ||G|| (reward_split.py)
+    reward_split_residual: float | None = None
+
+
+@dataclass
+class AdaptiveInfo:
+    """strategy=adalora: the ranks it ended with (adalora.py). Ranks are per targeted module; a layer's
+    rank is the mean over its modules. The trajectory is in grad_norms.parquet's `rank` column."""
+
+    init_r: int  # every module's rank at the start
+    target_total: int  # the budget: the arm's total rank times the number of targeted projections
+    final_total: int  # the sum of every module's final rank
+    final_layer_ranks: list[float]
+    final_module_ranks: dict  # projection -> [rank per layer]
+    final_params: int  # parameters of the kept triplets (A row, B column, E value): the budget's size
+    tinit: int
+    tfinal: int
+    delta_t: int
+    orth_reg_weight: float
 
 
 @dataclass
@@ -135,6 +154,7 @@ class JobResult:
     profile: ProfileInfo | None = None
     params: Params | None = None
     train: TrainInfo | None = None
+    adaptive: AdaptiveInfo | None = None
     eval: EvalSummary | None = None
     timings: dict[str, float] = field(default_factory=dict)  # <stage>_s and total_s, wall seconds
     wandb: WandbInfo | None = None

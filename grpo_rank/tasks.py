@@ -1,8 +1,9 @@
 """Tasks, keyed by `task.name`: GSM8K (hub or local jsonl through the same `datasets` loader) and a
 synthetic arithmetic word-problem task generated from a seed, for runs with no download.
 
-Every task yields `Example(id, question, answer)` with `answer` the gold number as a string, and
-every prompt asks for the study's format `<think>...</think><answer>...</answer>`. The evaluation
+Every task yields `Example(id, question, answer, solution)` with `answer` the gold number as a string
+and `solution` its worked reasoning (what `algorithm=sft` trains on, as `gold_completion`), and every
+prompt asks for the study's format `<think>...</think><answer>...</answer>`. The evaluation
 split is the same for every job of a task (it does not depend on the run seed), so outcomes can be
 paired question by question across strategies and seeds.
 
@@ -34,6 +35,12 @@ class Example:
     id: str
     question: str
     answer: str
+    solution: str = ""  # the gold reasoning, without the final answer
+
+
+def gold_completion(example: Example) -> str:
+    """The study's answer format around the gold reasoning: what a perfect completion looks like."""
+    return f"<think>{example.solution}</think><answer>{example.answer}</answer>"
 
 
 def _qid(question: str) -> str:
@@ -44,25 +51,30 @@ NAMES = ["Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo",
 ITEMS = ["apples", "books", "coins", "marbles", "pens", "shells", "stamps", "cards", "eggs", "stickers"]
 
 
-def _one_step(rng: random.Random, max_operand: int) -> tuple[str, int]:
+# each generator returns (question, answer, worked solution); the solution draws nothing from `rng`, so the
+# questions are the same as before solutions existed
+def _one_step(rng: random.Random, max_operand: int) -> tuple[str, int, str]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(2, max_operand), rng.randint(1, max_operand)
     kind = rng.choice(["add", "add", "sub", "mul"])
     if kind == "add":
-        return f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", a + b
+        return (f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", a + b,
+                f"{a} + {b} = {a + b}")
     if kind == "sub":
         a, b = max(a, b), min(a, b)
-        return f"{name} has {a} {item} and gives away {b}. How many {item} does {name} have left?", a - b
+        return (f"{name} has {a} {item} and gives away {b}. How many {item} does {name} have left?", a - b,
+                f"{a} - {b} = {a - b}")
     a, b = rng.randint(2, 9), rng.randint(2, 9)  # keep products small enough for a 135M model
-    return f"{name} has {a} bags with {b} {item} in each bag. How many {item} does {name} have?", a * b
+    return (f"{name} has {a} bags with {b} {item} in each bag. How many {item} does {name} have?", a * b,
+            f"{a} * {b} = {a * b}")
 
 
-def _two_step(rng: random.Random, max_operand: int) -> tuple[str, int]:
+def _two_step(rng: random.Random, max_operand: int) -> tuple[str, int, str]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b, c = rng.randint(2, max_operand), rng.randint(1, max_operand), rng.randint(1, max_operand)
     c = min(c, a + b)
     return (f"{name} has {a} {item}, gets {b} more, then gives away {c}. "
-            f"How many {item} does {name} have left?", a + b - c)
+            f"How many {item} does {name} have left?", a + b - c, f"{a} + {b} = {a + b}, {a + b} - {c} = {a + b - c}")
 
 
 def arithmetic_examples(n: int, seed: int | str, max_operand: int, max_ops: int,
@@ -73,11 +85,11 @@ def arithmetic_examples(n: int, seed: int | str, max_operand: int, max_ops: int,
         if len(out) == n:
             break
         two = max_ops >= 2 and rng.random() < 0.5
-        q, a = (_two_step if two else _one_step)(rng, max_operand)
+        q, a, work = (_two_step if two else _one_step)(rng, max_operand)
         if q in seen:
             continue
         seen.add(q)
-        out.append(Example(_qid(q), q, str(a)))
+        out.append(Example(_qid(q), q, str(a), work))
     return out
 
 
@@ -91,6 +103,14 @@ def load_arithmetic(cfg: TaskConfig, split: str) -> list[Example]:
 
 GOLD_RE = re.compile(r"-?\d+(?:\.\d+)?")  # every GSM8K gold (train and test) is an integer after '####'
 GSM8K_ROW = "every row needs \"question\" and \"answer\" ending in '#### <number>' (GSM8K's jsonl format)"
+
+
+CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations, e.g. <<48/2=24>>
+
+
+def gsm8k_solution(answer: str) -> str:
+    """The worked reasoning of a GSM8K answer: the text before '####', calculator annotations removed."""
+    return CALCULATOR_RE.sub("", answer.split("####")[0]).strip()
 
 
 def gsm8k_gold(answer: str) -> str:
@@ -108,7 +128,7 @@ def gsm8k_example(row, where: str) -> Example:
             raise InputError(f"{where}: no {name!r} text; {GSM8K_ROW}")
     if "####" not in answer or not GOLD_RE.fullmatch(gsm8k_gold(answer)):
         raise InputError(f"{where}: the answer does not end in '#### <number>'; {GSM8K_ROW}")
-    return Example(_qid(question), question, gsm8k_gold(answer))
+    return Example(_qid(question), question, gsm8k_gold(answer), gsm8k_solution(answer))
 
 
 def split_file(cfg: TaskConfig, split: str) -> Path:
@@ -205,4 +225,16 @@ def prompt_dataset(examples: list[Example], system_prompt: str, few_shot: bool =
 
     return Dataset.from_list([
         {"prompt": messages(e.question, system_prompt, few_shot), "answer": e.answer, "id": e.id} for e in examples
+    ])
+
+
+def solution_dataset(examples: list[Example], system_prompt: str, few_shot: bool = True):
+    """A `datasets.Dataset` in TRL's conversational prompt-completion format, the completion being the gold
+    solution in the answer format (`algorithm=sft`); SFTTrainer then trains on the completion tokens only."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"prompt": messages(e.question, system_prompt, few_shot),
+         "completion": [{"role": "assistant", "content": gold_completion(e)}], "answer": e.answer, "id": e.id}
+        for e in examples
     ])

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # the phase it belongs to instead, so the runs of a sweep line up step for step. Evaluation is summary only.
 TRAIN_STEP, PROFILE_STEP = "train/global_step", "profile/train/global_step"
 STEP_AXES = {"train/*": TRAIN_STEP, "grad_norm/*": TRAIN_STEP, "grad_share/*": TRAIN_STEP,
-             "grad_share_module/*": TRAIN_STEP, "profile/*": PROFILE_STEP}
+             "grad_share_module/*": TRAIN_STEP, "rank/*": TRAIN_STEP, "profile/*": PROFILE_STEP}
 
 
 def _logged_in() -> bool:
@@ -83,9 +83,11 @@ class Streamer:
     def __init__(self, sink: WandbSink, phase: str):
         self.sink, self.prefix = sink, "" if phase == "train" else f"{phase}/"
 
-    def step(self, step: int, layer_norms, module_norms: dict) -> None:
+    def step(self, step: int, layer_norms, module_norms: dict, layer_ranks=None) -> None:
         total = float(layer_norms.sum())
         metrics = {f"{self.prefix}{TRAIN_STEP}": step}
+        if layer_ranks is not None:  # strategy=adalora: each layer's mean rank over its modules at this step
+            metrics.update({f"{self.prefix}rank/layer_{i:02d}": float(v) for i, v in enumerate(layer_ranks)})
         for i, v in enumerate(layer_norms):
             metrics[f"{self.prefix}grad_norm/layer_{i:02d}"] = float(v)
             # 0, not stats.shares' NaN, for a step without gradient: W&B line plots break on NaN

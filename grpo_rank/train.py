@@ -1,7 +1,8 @@
-"""GRPO training with TRL's GRPOTrainer + PEFT, profiled: one call trains one phase (the profiling phase
-at uniform rank, or the main run at the allocated ranks) and returns its gradient records.
+"""Training with TRL + PEFT, profiled: one call trains one phase (the profiling phase at uniform rank,
+or the main run at the allocated ranks) with the job's algorithm (algorithms.py: GRPOTrainer with a
+loss type, RLOOTrainer, or SFTTrainer, from TRAINERS) and returns its gradient records.
 
-TRL's defaults that do not fit here are overridden in `grpo_args`: bf16 only on a GPU that has it,
+TRL's defaults that do not fit here are overridden in `common_args` for every trainer: bf16 only on a GPU that has it,
 our learning rate (TRL's 1e-6 is too low for LoRA), gradient checkpointing off unless asked for, no
 trainer-side clipping (done after profiling, see profiler.py), no reporting (we stream to W&B ourselves
 so the run identity is ours), and checkpoints every `grpo.save_steps` steps that a relaunch of the same
@@ -10,9 +11,11 @@ job resumes from (checkpoint.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,9 @@ import numpy as np
 from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from . import checkpoint, device, lora
+from . import adalora, checkpoint, device, lora, reward_split
+from .algorithms import ALGORITHMS
+from .allocate import STRATEGIES
 from .config import GRPOSettings, RunConfig
 from .gradnorm import ClipGradients, GradNormProfiler
 from .profile_cache import profile_key
@@ -30,27 +35,20 @@ from .rewards import REWARDS
 log = logging.getLogger(__name__)
 
 
-def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
-
+def common_args(cfg: RunConfig, output_dir: Path, steps: int) -> dict:
+    """TrainingArguments every algorithm shares: steps, batch, learning rate, precision, checkpoints."""
     g = cfg.grpo
     caps = device.capabilities()
-    return GRPOConfig(
+    return dict(
         output_dir=str(output_dir),
         max_steps=steps,
         per_device_train_batch_size=g.per_device_batch_size,
         gradient_accumulation_steps=g.grad_accum,
-        num_generations=g.num_generations,
-        max_completion_length=g.max_completion_length,
         learning_rate=g.learning_rate,
-        beta=g.beta,
-        temperature=g.temperature,
-        reward_weights=[float(w) for w in g.rewards.values()],  # in the order of reward_functions()
         max_grad_norm=0.0,  # clipping happens in ClipGradients, after the profiler has read the raw grads
         bf16=caps.bf16,
         use_cpu=not caps.cuda,
         gradient_checkpointing=g.gradient_checkpointing,
-        use_vllm=device.use_vllm(g.use_vllm, caps),
-        vllm_mode=g.vllm_mode,
         logging_steps=g.logging_steps,
         save_strategy="steps" if g.save_steps else "no",
         save_steps=g.save_steps or 500,  # unused when save_strategy is "no"
@@ -60,6 +58,49 @@ def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
         data_seed=cfg.seed,
         disable_tqdm=False,
     )
+
+
+def rl_args(cfg: RunConfig) -> dict:
+    """What the reward-driven trainers (GRPO family, RLOO) add: sampling, KL, reward weights, vLLM."""
+    g = cfg.grpo
+    return dict(
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        beta=g.beta,
+        temperature=g.temperature,
+        reward_weights=[float(w) for w in g.rewards.values()],  # in the order of reward_functions()
+        use_vllm=device.use_vllm(g.use_vllm, device.capabilities()),
+        vllm_mode=g.vllm_mode,
+    )
+
+
+def grpo_args(cfg: RunConfig, output_dir: Path, steps: int):
+    algo = ALGORITHMS[cfg.algorithm.name]
+    return GRPOConfig(**common_args(cfg, output_dir, steps), **rl_args(cfg), loss_type=algo.loss_type,
+                      scale_rewards=algo.scale_rewards)
+
+
+def _grpo(cfg: RunConfig, output_dir: Path, steps: int, rewards: list, **kw):
+    return GRPOTrainer(reward_funcs=rewards, args=grpo_args(cfg, output_dir, steps), **kw)
+
+
+def _rloo(cfg: RunConfig, output_dir: Path, steps: int, rewards: list, **kw):
+    from trl import RLOOConfig, RLOOTrainer
+
+    args = RLOOConfig(**common_args(cfg, output_dir, steps), **rl_args(cfg))
+    return RLOOTrainer(reward_funcs=rewards, args=args, **kw)
+
+
+def _sft(cfg: RunConfig, output_dir: Path, steps: int, rewards: list, **kw):  # learns from solutions, not rewards
+    from trl import SFTConfig, SFTTrainer
+
+    # the prompt-completion dataset (tasks.solution_dataset) makes the loss the completion tokens' only
+    args = SFTConfig(**common_args(cfg, output_dir, steps), completion_only_loss=True)
+    return SFTTrainer(args=args, **kw)
+
+
+# algorithms.Algorithm.trainer -> the TRL trainer it builds, each with the same model, data, LoRA and callbacks
+TRAINERS: dict[str, Callable] = {"grpo": _grpo, "rloo": _rloo, "sft": _sft}
 
 
 def reward_functions(g: GRPOSettings) -> list:
@@ -75,6 +116,8 @@ class TrainOutcome:
     log_rows: list[dict] = field(default_factory=list)
     profiler_seconds: float = 0.0
     resumed_from: int | None = None  # the checkpoint step this phase resumed from, if it did
+    reward_grads: dict[str, np.ndarray] | None = None  # profile.per_reward: reward_split.RewardGradients.columns
+    reward_residual: float | None = None
 
     @property
     def nonzero_spread_fraction(self) -> float | None:
@@ -115,39 +158,67 @@ class LogSink:
 def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, phase: str, steps: int,
           job_dir: Path, output_dir: Path | None = None, on_step: Callable | None = None,
           on_log: Callable | None = None, callbacks: Sequence = ()) -> TrainOutcome:
-    """Train LoRA at `ranks` for `steps` GRPO steps; raises LoraBuildError if PEFT builds another plan.
+    """Train LoRA at `ranks` for `steps` steps; raises LoraBuildError if PEFT builds another plan. For an
+    adaptive strategy (strategy=adalora) `ranks` is the budget the AdaLoRA ranks end on (adalora.py).
 
     Checkpoints go to `output_dir` (default `<job_dir>/trainer_<phase>`); when it already holds a complete
     checkpoint of this same phase, training resumes from it. Extra `callbacks` run after the profiler and
     before the clip, so they too see the raw gradients.
     """
     sites = lora.find_sites(model, cfg.lora.target_modules)
-    planned = lora.planned_params(model.config, ranks, cfg.lora.target_modules)
-    peft_config = lora.lora_config(sites, ranks, cfg.lora)
+    fingerprint = profile_key(cfg, ranks, steps)  # what determines this phase: a checkpoint of another is no use
+    pre = []  # callbacks before the profiler: what changes the gradient it must see
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        built_ranks = [adalora.init_rank(cfg)] * len(ranks)
+        planned = adalora.planned_params(model.config, len(ranks), cfg)
+        peft_config = adalora.adalora_config(sites, cfg, steps)
+        fingerprint += "-adalora-" + hashlib.sha256(json.dumps(asdict(cfg.adalora), sort_keys=True).encode()).hexdigest()[:12]
+    else:
+        built_ranks = list(ranks)
+        planned = lora.planned_params(model.config, ranks, cfg.lora.target_modules)
+        peft_config = lora.lora_config(sites, ranks, cfg.lora)
     profiler = GradNormProfiler(phase=phase, on_step=on_step, full_weight=cfg.profile.full_weight)
     clipper = ClipGradients(cfg.grpo.max_grad_norm)
     logs = LogSink(job_dir / TRAIN_LOG, phase, on_log)
     output_dir = Path(output_dir or job_dir / f"trainer_{phase}")
-    fingerprint = profile_key(cfg, ranks, steps)  # what determines this phase: a checkpoint of another is no use
     resume = checkpoint.latest(output_dir, fingerprint)
+    rewards = reward_functions(cfg.grpo)
+    splitter = None
+    if cfg.profile.per_reward:  # first: it reads the loss's own gradient, before anything adds to it
+        recorder = reward_split.RewardRecorder(rewards)
+        rewards = recorder.funcs
+        splitter = reward_split.RewardGradients(list(cfg.grpo.rewards), cfg.grpo.beta > 0, phase)
+        if resume:
+            splitter.restore(resume)
+        pre.append(splitter)
+    schedule = None
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        schedule = adalora.AdaLoraSchedule(cfg, sum(ranks) * len(cfg.lora.target_modules), resume)
+        pre.append(schedule)
     resumed_from, rows = checkpoint.restore(resume, profiler) if resume else (None, [])
     logs.start(rows)
     if resume:
         log.info("%s: resuming from %s (step %d of %d)", phase, resume, resumed_from, steps)
     set_seed(cfg.seed)  # TRL wraps the model (random LoRA A init) before the Trainer seeds itself
-    trainer = GRPOTrainer(
+    trainer = TRAINERS[ALGORITHMS[cfg.algorithm.name].trainer](
+        cfg, output_dir, steps, rewards,
         model=model,
-        reward_funcs=reward_functions(cfg.grpo),
-        args=grpo_args(cfg, output_dir, steps),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        # order matters: profile, then clip; the records are saved with each checkpoint
-        callbacks=[profiler, *callbacks, clipper, logs.callback(),
+        # order matters: what adds to the gradient, profile, then clip; the records are saved with each checkpoint
+        callbacks=[*pre, profiler, *callbacks, clipper, logs.callback(),
                    checkpoint.SaveRecords(profiler, logs.rows, fingerprint, phase)],
     )
     clipper.accelerator = trainer.accelerator
-    built = lora.verify(trainer.model, sites, ranks, planned)  # before a single step is spent
+    built = lora.verify(trainer.model, sites, built_ranks, planned)  # before a single step is spent
     profiler.attach(trainer.model)
+    if schedule is not None:  # the rank each module has at each step: the rank trajectory
+        profiler.ranks_now = schedule.ranks_now
+    if splitter is not None:
+        reward_split.attach(trainer, recorder, [float(w) for w in cfg.grpo.rewards.values()],
+                            cfg.grpo.num_generations, ALGORITHMS[cfg.algorithm.name].scale_rewards)
+        splitter.bind(trainer, profiler.params, profiler.meta[:profiler.n_lora], profiler.full_weight)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows, profiler.seconds, resumed_from)
+    return TrainOutcome(trainer.model, profiler.columns(), built, logs.rows, profiler.seconds, resumed_from,
+                        splitter.columns() if splitter else None, splitter.residual if splitter else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +118,12 @@ def slurm_up() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "is UP" in out
+
+
+def wandb_records(job_dir: Path) -> list[dict]:
+    files = sorted(job_dir.glob("wandb/*/run-*.wandb"))
+    assert files, f"no offline W&B run under {job_dir}"
+    wandb_bin = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
+    out = subprocess.run([wandb_bin, "leet", "inspect", "--json", str(files[-1])], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]

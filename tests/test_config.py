@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from grpo_rank import models
+from grpo_rank.algorithms import ALGORITHMS
 from grpo_rank.allocate import STRATEGIES
 from grpo_rank.config import ConfigError, RunConfig, result_payload, to_typed, validate
 from grpo_rank.errors import InputError
@@ -28,7 +29,7 @@ from grpo_rank.tasks import TASKS
 from .conftest import CONF, compose, typed
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
-          ("model", "task", "strategy", "budget", "rewards", "experiment")}
+          ("model", "task", "strategy", "budget", "algorithm", "rewards", "experiment")}
 OPTIONS = [(g, o) for g, opts in GROUPS.items() for o in opts]
 LEAVES = {name: (f, tp) for name, f, tp in leaf_fields(RunConfig)}
 
@@ -70,13 +71,19 @@ def expected_values(group: str, option: str) -> dict[str, object]:
     return out
 
 
+def _resolved(want: dict, cfg) -> dict:
+    """An interpolation `${key}` in a YAML is expected to compose to that key's value."""
+    return {k: _get(cfg, v[2:-1]) if isinstance(v, str) and v.startswith("${") and v.endswith("}") else v
+            for k, v in want.items()}
+
+
 @pytest.mark.parametrize("group, option", OPTIONS)
 def test_every_option_composes_to_its_yaml_and_validates(group, option):
     want = expected_values(group, option)
     assert want, f"{group}/{option}.yaml sets nothing"
     cfg = typed(f"{group}={option}")
     got = {key: _get(cfg, key) for key in want}
-    assert got == want
+    assert got == _resolved(want, cfg)
     validate(cfg)
 
 
@@ -95,6 +102,7 @@ def test_every_option_is_checked_by_the_schema(group, option, tmp_path):
 
 def test_groups_follow_the_registries():
     assert GROUPS["strategy"] == sorted(STRATEGIES)  # a YAML per strategy, no YAML without one
+    assert GROUPS["algorithm"] == sorted(ALGORITHMS)
     assert set(GROUPS["task"]) == set(TASKS)
     assert GROUPS["budget"] == ["full", "reduced70"]
     assert {"smollm2_135m", "qwen2_5_1_5b_instruct", "tiny"} <= set(GROUPS["model"])
@@ -125,6 +133,8 @@ def test_paper_experiment_is_the_study():
     assert (cfg.grpo.num_generations, cfg.grpo.beta, cfg.grpo.learning_rate, cfg.grpo.steps) == (4, 0.05, 1e-5, 1000)
     assert cfg.eval.n == 200 and cfg.grpo.use_vllm is True
     assert cfg.grpo.rewards == {"format": 1.0, "correctness": 1.0}  # binary, and nothing of the demo's left
+    # the study allocated from its full-length uniform run: the profile follows grpo.steps, also when overridden
+    assert cfg.profile.steps == 1000 and typed("experiment=paper", "grpo.steps=40").profile.steps == 40
 
 
 def test_defaults_are_the_offline_demo():
@@ -237,7 +247,9 @@ def test_result_payloads_make_the_old_decisions(overrides):
     assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT)
     old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS)
     # added after e72c1ca: whether the frozen weights' gradients are recorded changes a profile's records
-    old_profile["profile"] = {"full_weight": cfg.profile.full_weight}
+    old_profile["profile"] = {"full_weight": cfg.profile.full_weight, "per_reward": cfg.profile.per_reward}
+    # added with the algorithm axis: the objective changes a profile's gradients
+    old_profile["algorithm"] = full["algorithm"]
     assert result_payload(cfg, "profile") == old_profile
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +16,9 @@ from grpo_rank.profile_cache import ProfileCache
 from grpo_rank.records import read_grad_records, read_jsonl
 from grpo_rank.result import read_result
 
-from .conftest import TINY, jobs_by_arm, run_cli
+from .conftest import TINY, jobs_by_arm, run_cli, wandb_records
 
 STRATEGIES = ("uniform", "proportional", "random")
-
-
-def wandb_records(job_dir: Path) -> list[dict]:
-    files = sorted(job_dir.glob("wandb/*/run-*.wandb"))
-    assert files, f"no offline W&B run under {job_dir}"
-    wandb_bin = shutil.which("wandb") or str(Path(__import__("sys").executable).with_name("wandb"))
-    out = subprocess.run([wandb_bin, "leet", "inspect", "--json", str(files[-1])], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,34 @@ study, paired tests between strategies, and a W&B run that mirrors them.
     python -m grpo_rank.report SWEEP --wandb-report     # also a W&B dashboard (online, wandb-workspaces)
 
 Writes into `<first sweep>/report/` (or --out): report.md (also printed), table1.csv, runs.csv,
-stats.csv, paired.csv, fig1_uniform_grad_share.png and fig2_amplification.png. Partial sweeps are fine:
-jobs without result.json, failed jobs, and jobs that Hydra's multirun.yaml expected but never started
-are listed; a result.json that cannot be read is a note. When the same job (model, task, strategy,
-budget, seed) appears in several sweeps, a finished one wins over a failed one and a later sweep on the
-command line over an earlier one.
+stats.csv, paired.csv, rank_shift.csv, capacity.csv, fig1_uniform_grad_share.png, fig2_amplification.png,
+fig3_capacity.png, when a job's ranks move (adalora) fig4_rank_trajectories.png and, when a job
+recorded per-reward gradients (profile.per_reward=true), rewards.csv and fig5_reward_landscapes.png.
+Partial sweeps are fine: jobs without result.json, failed jobs, and jobs that Hydra's multirun.yaml
+expected but never started are listed; a result.json that cannot be read is a note. When the same job
+(model, task, strategy, budget, seed) appears in several sweeps, a finished one wins over a failed one
+and a later sweep on the command line over an earlier one.
 
 The package follows the data: discover.py finds the jobs and reduces each one's records to small arrays
 (one job at a time), tables.py computes Table 1, the runs and the paired tests, gradstats.py the
 gradient statistics (with the scaling slope and the three views of amplification: raw, scaling-
-normalised, full-weight), figures.py draws, markdown.py writes report.md (definitions.py its
-"Definitions"), wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in
-grpo_rank/stats.py and again in the report's "Definitions" section. Gradient statistics use the training
-phase's records ("train"), the gradients of the run at its own ranks. Arms are model x task x strategy
-x budget x lora.alpha_mode x profile.signal (jobs.Arm). `synthetic.py` writes a sweep of any size in the
-real record format (for tests and `python -m grpo_rank.bench_report`).
+normalised, full-weight), figures.py draws, capacity.py the capacity curve (accuracy against trainable
+parameters), trajectories.py the rank trajectories of adalora runs, rewards.py the per-reward gradient
+landscapes (reward_grads.parquet), markdown.py writes report.md (definitions.py its "Definitions"),
+wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in grpo_rank/stats.py
+and again in the report's "Definitions" section. Gradient statistics use the training phase's records
+("train"), the gradients of the run at its own ranks. Arms are model x task x strategy x budget x
+lora.alpha_mode x profile.signal x algorithm x lora.r (jobs.Arm). `synthetic.py` writes a
+sweep of any size in the real record format (for tests and `python -m grpo_rank.bench_report`).
 """
 
 from .cli import Report, build, main
 from .discover import expected_jobs, find_jobs, load
 from .jobs import Arm, Job, arm_of
 from .figures import FIG1, FIG2
+from .capacity import FIG3
+from .trajectories import FIG4
+from .rewards import FIG5
 
-__all__ = ["Arm", "FIG1", "FIG2", "Job", "Report", "arm_of", "build", "expected_jobs", "find_jobs", "load", "main"]
+__all__ = ["Arm", "FIG1", "FIG2", "FIG3", "FIG4", "FIG5", "Job", "Report", "arm_of", "build", "expected_jobs",
+           "find_jobs", "load", "main"]

@@ -8,12 +8,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .capacity import CAPACITY_COLUMNS, FIG3, capacity_points, capacity_rows, figure3
 from .discover import load
-from .jobs import Job
+from .jobs import Job, arms_of
 from .figures import FIG1, FIG2, figure1, figure2
 from .markdown import render
+from .rewards import FIG5, REWARD_CSV_COLUMNS, REWARDS_CSV, figure5, reward_rows
 from .gradstats import RANK_SHIFT_COLUMNS, STATS_COLUMNS, rank_shift_rows, stats_rows
 from .tables import PAIRED_COLUMNS, paired_rows, run_rows, table1_rows, write_csv
+from .trajectories import FIG4, figure4
 
 
 @dataclass
@@ -35,20 +38,38 @@ def build(sweeps: list[Path], out: Path, early: float = 0.25, late: float = 0.25
     write_csv(out / "paired.csv", paired, None if paired else PAIRED_COLUMNS)
     shifts = rank_shift_rows(jobs)
     write_csv(out / "rank_shift.csv", shifts, RANK_SHIFT_COLUMNS)
+    points = capacity_points(jobs)
+    capacity = capacity_rows(points)
+    write_csv(out / "capacity.csv", capacity, CAPACITY_COLUMNS)
     figure1(jobs, out / FIG1)
     figure2(jobs, out / FIG2)
+    figure3(points, out / FIG3)
+    # no adalora job, no Figure 4: a figure from an earlier report of the same folder must not stay
+    (out / FIG4).unlink(missing_ok=True)
+    has_fig4 = figure4(arms_of(jobs), out / FIG4)
+    # per-reward records are opt-in (profile.per_reward): without them no rewards.csv and no Figure 5, also
+    # none left from an earlier report of the same folder
+    rewards = reward_rows(arms_of(jobs))
+    for stale in (REWARDS_CSV, FIG5):
+        (out / stale).unlink(missing_ok=True)
+    if rewards:
+        write_csv(out / REWARDS_CSV, rewards, REWARD_CSV_COLUMNS)
+        figure5(arms_of(jobs), out / FIG5)
     if use_wandb:
         from .wandb_mirror import log_wandb, summary_values
 
+        figures = {"fig1_uniform_grad_share": out / FIG1, "fig2_amplification": out / FIG2,
+                   "fig3_capacity": out / FIG3, **({"fig4_rank_trajectories": out / FIG4} if has_fig4 else {}),
+                   **({"fig5_reward_landscapes": out / FIG5} if rewards else {})}
         wandb_line = log_wandb(out, jobs, sweeps, {"table1": t1, "stats": st, "paired": paired, "runs": runs,
-                                                     "rank_shift": shifts},
-                               {"fig1_uniform_grad_share": out / FIG1, "fig2_amplification": out / FIG2},
-                               summary_values(t1, st), dashboard)
+                                                     "rank_shift": shifts, "capacity": capacity,
+                                                     **({"rewards": rewards} if rewards else {})},
+                               figures, summary_values(t1, st), dashboard)
     else:
         wandb_line = "W&B: skipped (--no-wandb)."
         if dashboard:
             wandb_line += " W&B dashboard: skipped, --no-wandb was given."
-    md = render(jobs, notes, sweeps, t1, st, paired, early, late, wandb_line)
+    md = render(jobs, notes, sweeps, t1, st, paired, early, late, wandb_line, capacity, rewards)
     (out / "report.md").write_text(md)
     return Report(out=out, markdown=md, jobs=jobs)
 

@@ -1,5 +1,8 @@
-"""The report's "Definitions" section: every number report.md prints, defined as gradstats.py, tables.py
-and grpo_rank/stats.py compute it. `{early}` and `{late}` are filled with the run's window fractions."""
+"""The report's "Definitions" section: every number report.md prints, defined as gradstats.py, tables.py,
+capacity.py, trajectories.py and grpo_rank/stats.py compute it. `{early}` and `{late}` are filled with
+the run's window fractions. ADDED_DEFINITIONS follows DEFINITIONS in a report with the sections that
+came after the golden one (markdown.render's capacity_rows); REWARD_DEFINITIONS in a report whose
+per-reward section has numbers (rewards.py; markdown.render's reward_rows)."""
 
 DEFINITIONS = """\
 - **S(l)**, the importance of layer l: the sum over the layer's LoRA modules of each module's gradient
@@ -67,4 +70,61 @@ DEFINITIONS = """\
   paired with the reference's same seed; the base model, which is not trained, with its own seed if
   run, else with its one evaluation. The pooled row sums b and c over seed pairs (treating the pairs as
   independent, which repeated questions are not quite) and bootstraps questions with all their pairs.
+"""
+
+ADDED_DEFINITIONS = """\
+- **algorithm and r columns**: the training objective (algorithm.name; a record written before the
+  option existed ran TRL 1.16's default GRPO loss and counts as dapo), shown where some arm is not
+  dapo; lora.r, shown where arms differ in it. The base model trains nothing: "-" in both.
+- **capacity** (`capacity.csv`, Figure 3): per arm, its seeds with an evaluation and a trainable
+  parameter count above 0 (the base model: with an evaluation). x = trainable parameters: the job's
+  count from its record (params.built, else params.planned; for adalora, whose ranks shrink while it
+  trains, the parameters of the triplets it kept, adaptive.final_params), per seed, and for the arm the mean over
+  its seeds; y = held-out accuracy per seed, and for the arm the mean over seeds with its Student-t
+  95% interval (n/a with one seed), as in Table 1. The curve joins, in lora.r order, the uniform arms
+  at the full budget; every other trained arm (proportional, random, shuffled, adalora, a reduced
+  budget) is a marker at its own count; the base model is a horizontal line at its mean (band: its
+  t-interval). One panel per model x task x algorithm x alpha mode, log x axis.
+- **landscapes by algorithm**: the uniform arms that differ only in the algorithm (same model, task,
+  budget, alpha mode, lora.r), side by side: max/min, top-30% share, Gini, early-late r (Pearson) and
+  the attention and FFN module shares as defined above, mean over seeds [t-interval].
+- **rank trajectory** (Figure 4; strategies whose ranks move during training: adalora): at each
+  recorded training step, a layer's rank = the sum of the `rank` column of its training-phase "B"
+  rows of grad_norms.parquet (one per LoRA module) / the number of those rows. Per arm, the mean over
+  its seeds when all recorded the same steps and layers, else its first seed's. Printed: over layers,
+  the min-max of that rank at the first and at the last recorded step, and its mean at the last step.
+"""
+
+REWARD_DEFINITIONS = """\
+- **per-reward gradient components** (`profile.per_reward=true`; `grpo_rank/reward_split.py`): a
+  completion's advantage is the sum over rewards k of A_k = w_k (r_k - the group's mean of r_k) / s, s
+  the group's std of the combined reward + 1e-4 (TRL's scaling), and at the step's parameters the loss is
+  linear in the advantages, so the step's gradient is exactly G = sum_k G_k + G_kl: G_k the gradient of
+  the loss with reward k's share A_k as the advantage, minus the KL term's, and G_kl the KL term's (kept
+  when beta > 0). A **component** is a reward (by its config name) or the KL term (`kl`). Their norms do
+  not add up to ||G||: each is the norm of its own vector.
+- **S_k(l)**: Eq. 2 on component k's gradient (as S(l) above): the sum over layer l's LoRA modules of
+  sqrt(||G_k A||^2 + ||G_k B||^2), averaged over the recorded steps of the training phase (of the profile
+  phase for a job that recorded only that; the section names such jobs). **max/min**, **top-30% share**
+  (k printed in the header) and **Gini** as above, on S_k(l).
+- **norm share** of component k: sum_l S_k(l) / sum over all components k' (the KL term included) of
+  sum_l S_k'(l): its size against the others', a share of the summed component norms, not of ||G||.
+- **layer share** p_k(l) = S_k(l) / sum_l' S_k(l'). **layers dominated** by k (own share largest): the
+  layers where p_k(l) is strictly larger than every other component's p_k'(l): shares, not norms,
+  because components differ in scale. **layers where its S_k(l) is largest**: where S_k(l) itself is
+  strictly larger than every other component's. A tie makes no winner; a component with S_k = 0 in
+  every layer has no shares and dominates nothing. Printed as layer ranges (0-based), "none" for none.
+- **r with combined**: Pearson r across layers between S_k(l) (equivalently p_k(l)) and the combined
+  landscape, S(l) of the step's own gradient (grad_norms.parquet, same phase); n/a when either is
+  constant.
+- **per-reward arm values**: max/min, top-30% share, Gini, norm share and r with combined are computed
+  per seed, then averaged with a Student-t 95% interval (n/a with one seed; values that are not finite
+  left out, as in stats.csv); the layer lists are computed once on the arm's mean landscape: the mean
+  over its seeds of p_k(l), and of S_k(l), over the seeds with the same components and layers as its
+  first (`rewards.csv`: seed `mean`, n = those seeds). Figure 5 draws those mean p_k(l) and the mean
+  share of the combined S(l) (dashed), one panel per arm.
+- **decomposition residual**: per job, the largest relative residual ||G - sum_k G_k - G_kl|| / ||G||
+  over its training steps (result.json's train.reward_split_residual); the section prints the largest
+  over the jobs with records. Near floating-point rounding the decomposition held; LoRA dropout > 0
+  draws other masks in the extra passes and makes it larger.
 """

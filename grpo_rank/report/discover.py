@@ -1,8 +1,9 @@
 """Finding a sweep's jobs, finished or not, and reducing each finished job's records to small arrays.
 
 A job is known by its record (`result.json`, read by result.read_result): its identity (strategy,
-budget, seed, model, task) comes from the record's `job` part, and its alpha mode, alpha, uniform rank
-and importance signal from the record's config, whatever its folder is called, so sweeps
+budget, seed, model, task) comes from the record's `job` part, and its alpha mode, alpha, uniform rank,
+importance signal and algorithm from the record's config (a record from before the algorithm axis
+ran dapo, jobs.DEFAULT_ALGORITHM), whatever its folder is called, so sweeps
 whose folders are numbered (`<n>_<strategy>_<budget>_s<seed>`) and sweeps whose folders are named from
 the overrides (`seed-0_strategy-uniform`) read alike. Folder names and `.hydra/overrides.yaml` only
 label jobs that have no record (killed, or expected by Hydra's multirun.yaml and never started).
@@ -11,7 +12,9 @@ label jobs that have no record (killed, or expected by Hydra's multirun.yaml and
 (importance.read_cube: the needed columns of one phase) and reduced to a `GradSummary` of a few
 per-layer vectors, and its outcomes to one boolean per question; nothing per step or per record stays,
 so memory does not grow with the number of jobs beyond those small arrays. The full-weight rows
-(matrix "W") are read in a second pass only when the file's statistics say it has some.
+(matrix "W") are read in a second pass only when the file's statistics say it has some; a job whose
+ranks move (jobs.DYNAMIC: adalora) has its `rank` column read once more, into a RankTrajectory; a job
+with reward_grads.parquet (`profile.per_reward=true`) has it reduced to a RewardSummary (rewards.py).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..importance import read_cube
-from ..records import GRADS, OUTCOMES, RESULT
+from ..records import GRADS, OUTCOMES, RESULT, REWARD_GRADS
 from ..result import JobResult, RecordError, read_result
-from .jobs import Job, active, alpha_mode_of, read_outcomes, summarise
+from .jobs import DEFAULT_ALGORITHM, DYNAMIC, Job, active, alpha_mode_of, read_outcomes, summarise
+from .rewards import read_reward_summary
+from .trajectories import read_rank_trajectory
 
 # the numbered job folders of conf/config.yaml before issue 7: ${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}
 JOB_DIR = re.compile(r"^(?P<num>\d+)_(?P<strategy>[^_]+)_(?P<budget>[^_]+)_s(?P<seed>-?\d+)$")
@@ -71,9 +76,11 @@ def sweep_defaults(sweep: Path) -> dict:
         return node.get("name") if isinstance(node, dict) else None
 
     lora, profile = cfg.get("lora") or {}, cfg.get("profile") or {}
+    # a composed config without the algorithm group is a sweep from before it existed: dapo
     return {"strategy": name("strategy"), "budget": name("budget"), "model": name("model"), "task": name("task"),
             "seed": cfg.get("seed"), "alpha_mode": alpha_mode_of(lora) if lora else None,
-            "signal": profile.get("signal")}
+            "signal": profile.get("signal"), "algorithm": name("algorithm") or (DEFAULT_ALGORITHM if cfg else None),
+            "r": lora.get("r")}
 
 
 # an override whose value is a plain comma-separated list: what `key=a,b,c` sweeps look like
@@ -124,8 +131,16 @@ def _hydra_sweep(args: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
 
 
+def _int(value) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _label(job: Job, overrides: dict, folder: dict, defaults: dict) -> None:
-    """Fill the axes of a job without a record from its overrides, its folder name, the sweep's defaults."""
+    """Fill the axes of a job without a record from its overrides, its folder name, the sweep's defaults.
+    An algorithm nothing names is "?" until find_jobs borrows it from the sweep's records."""
     for key in ("strategy", "budget", "model", "task"):
         value = overrides.get(key) or folder.get(key) or defaults.get(key)
         if value:
@@ -135,11 +150,9 @@ def _label(job: Job, overrides: dict, folder: dict, defaults: dict) -> None:
     job.alpha_mode = alpha_mode_of(lora) if lora.keys() & {"alpha_mode", "use_rslora"} else (
         defaults.get("alpha_mode") or job.alpha_mode)
     job.signal = str(given.get("profile.signal") or defaults.get("signal") or job.signal)
-    seed = overrides.get("seed", folder.get("seed", defaults.get("seed")))
-    try:
-        job.seed = int(seed) if seed is not None else None
-    except ValueError:
-        job.seed = None
+    job.algorithm = str(given.get("algorithm") or given.get("algorithm.name") or defaults.get("algorithm") or "?")
+    job.r_uniform = _int(lora.get("r", defaults.get("r")))
+    job.seed = _int(overrides.get("seed", folder.get("seed", defaults.get("seed"))))
 
 
 def job_from_record(sweep: Path, name: str, result: JobResult) -> Job:
@@ -151,12 +164,15 @@ def job_from_record(sweep: Path, name: str, result: JobResult) -> Job:
     ident = result.job
     # the config is the record's plain dict (JobResult.config); hand-written records may lack the groups
     lora, profile = result.config.get("lora") or {}, result.config.get("profile") or {}
+    algorithm = result.config.get("algorithm")
     return Job(sweep=sweep, name=name, status=result.status, detail=detail, result=result,
                strategy=ident.strategy, budget=ident.budget, seed=ident.seed, model=ident.model, task=ident.task,
                budget_fraction=ident.budget_fraction, alpha_mode=alpha_mode_of(lora),
                signal=str(profile.get("signal") or "lora"),
                alpha=float(lora["alpha"]) if lora.get("alpha") is not None else None,
-               r_uniform=int(lora["r"]) if lora.get("r") is not None else None)
+               r_uniform=int(lora["r"]) if lora.get("r") is not None else None,
+               algorithm=str(algorithm.get("name") or DEFAULT_ALGORITHM) if isinstance(algorithm, dict)
+               else DEFAULT_ALGORITHM)
 
 
 def _job_number(folder: str) -> int | None:
@@ -226,6 +242,15 @@ def find_jobs(sweep: Path) -> tuple[list[Job], list[str]]:
             if j.result is None:
                 j.model = model if j.model == "?" else j.model
                 j.task = task if j.task == "?" else j.task
+    # likewise the algorithm (else the config's default) and lora.r, so that it joins its siblings' arm
+    algorithms = {j.algorithm for j in jobs if j.result is not None}
+    algorithm = next(iter(algorithms)) if len(algorithms) == 1 else DEFAULT_ALGORITHM
+    ranks = {j.r_uniform for j in jobs if j.result is not None}
+    for j in jobs:
+        if j.result is None and j.algorithm == "?":
+            j.algorithm = algorithm
+        if j.result is None and j.r_uniform is None and len(ranks) == 1:
+            j.r_uniform = next(iter(ranks))
     return jobs, notes
 
 
@@ -268,6 +293,16 @@ def load(sweeps: list[Path], early: float = 0.25, late: float = 0.25,
             cube = w_cube = None
         job.grads = summarise(cube, early, late, w_cube) if cube is not None else None
         del cube, w_cube  # only the summary outlives this iteration
+        if job.strategy in DYNAMIC and job.grads is not None:
+            try:
+                job.trajectory = read_rank_trajectory(folder / GRADS, PHASE)
+            except Exception as exc:  # as above: the trajectory is lost, the rest of the job is not
+                notes.append(f"{job.where}: unreadable ranks in {GRADS} ({type(exc).__name__}: {exc})")
+        if (folder / REWARD_GRADS).exists():  # profile.per_reward: S_k(l) per reward, a few vectors
+            try:
+                job.rewards = read_reward_summary(folder / REWARD_GRADS, folder / GRADS, job.grads)
+            except Exception as exc:  # as above: the per-reward landscapes are lost, the rest is not
+                notes.append(f"{job.where}: unreadable {REWARD_GRADS} ({type(exc).__name__}: {exc})")
         job.outcomes = read_outcomes(folder / OUTCOMES)
         if job.strategy != "none" and job.grads is None:
             notes.append(f"{job.where}: no {PHASE}-phase gradient records")

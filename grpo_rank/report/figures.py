@@ -1,7 +1,9 @@
 """The report's figures, from the jobs' reduced gradients (discover.GradSummary):
 
 - Figure 1: per-layer share of the gradient norm under uniform ranks, mean over seeds, min-max band;
-- Figure 2: the same share, uniform vs each other strategy, with the allocated ranks as bars.
+- Figure 2: the same share, uniform vs each other strategy, with the allocated ranks as bars;
+- Figures 3 and 4, the capacity curve and the rank trajectories, are drawn by capacity.py and
+  trajectories.py with the helpers here.
 
 Drawn on a bare matplotlib Figure (Agg canvas), so no GUI backend and no pyplot state are involved.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import stats
-from .jobs import Arm, Job, arm_name, arms_of, uniform_reference
+from .jobs import Arm, Job, arm_name, arms_of, rank_varies, uniform_reference
 
 FIG1 = "fig1_uniform_grad_share.png"
 FIG2 = "fig2_amplification.png"
@@ -32,7 +34,7 @@ def mean_share_maps(arm_jobs: list[Job]) -> np.ndarray | None:
 PANEL_IN, TOP_IN, BOTTOM_IN, GAP_IN = 3.6, 0.4, 0.55, 0.95  # inches: panel, margins, gap between panels
 
 
-def _figure(n_panels: int):
+def stacked_figure(n_panels: int):
     """A figure of n stacked panels with fixed margins. Not constrained layout: measuring every text
     to place the panels took ~0.4 s of the report's few seconds, and these panels need no measuring."""
     from matplotlib.figure import Figure
@@ -46,7 +48,7 @@ def _figure(n_panels: int):
     return fig
 
 
-def _empty(fig, text: str) -> None:
+def empty_figure(fig, text: str) -> None:
     ax = fig.add_subplot()
     ax.text(0.5, 0.5, text, ha="center", va="center")
     ax.set_axis_off()
@@ -55,21 +57,22 @@ def _empty(fig, text: str) -> None:
 def figure1(jobs: list[Job], path: Path) -> None:
     """Per-layer gradient share under uniform ranks: mean over seeds, band min-max, one dot per seed."""
     arms = arms_of(jobs)
+    show_r = rank_varies(arms)
     panels: dict[tuple, list[Arm]] = defaultdict(list)
     maps_of = {arm: mean_share_maps(arms[arm]) for arm in arms if arm.strategy == "uniform"}
     for arm, maps in maps_of.items():
         if maps is not None:
             panels[(arm.model, arm.task)].append(arm)
-    fig = _figure(len(panels))
+    fig = stacked_figure(len(panels))
     if not panels:
-        _empty(fig, "no uniform-rank job with gradient records")
+        empty_figure(fig, "no uniform-rank job with gradient records")
     for i, (mt, mt_arms) in enumerate(panels.items()):
         ax = fig.add_subplot(len(panels), 1, i + 1)
         for arm in mt_arms:
             maps = maps_of[arm]
             x = np.arange(maps.shape[1])
             line, = ax.plot(x, maps.mean(axis=0), marker="o", ms=3,
-                            label=f"{arm_name(arm)}: mean of {len(maps)} seed(s)")
+                            label=f"{arm_name(arm, show_r)}: mean of {len(maps)} seed(s)")
             if len(maps) > 1:
                 ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=line.get_color(), alpha=0.25,
                                 label="min-max over seeds")
@@ -86,6 +89,7 @@ def figure1(jobs: list[Job], path: Path) -> None:
 def figure2(jobs: list[Job], path: Path) -> None:
     """Normalised importance under uniform vs each other strategy, allocated ranks on a second axis."""
     arms = arms_of(jobs)
+    show_r = rank_varies(arms)
     panels = []
     for arm, arm_jobs in arms.items():
         ref = uniform_reference(arms, arm) if arm.strategy not in ("none", "uniform") else None
@@ -94,9 +98,9 @@ def figure2(jobs: list[Job], path: Path) -> None:
         mine, theirs = mean_share_maps(arm_jobs), mean_share_maps(arms[ref])
         if mine is not None and theirs is not None and mine.shape[1] == theirs.shape[1]:
             panels.append((arm, ref, mine, theirs))
-    fig = _figure(len(panels))
+    fig = stacked_figure(len(panels))
     if not panels:
-        _empty(fig, "no non-uniform strategy with a uniform reference and gradient records")
+        empty_figure(fig, "no non-uniform strategy with a uniform reference and gradient records")
     for i, (arm, ref, mine, theirs) in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, i + 1)
         x = np.arange(mine.shape[1])
@@ -113,11 +117,12 @@ def figure2(jobs: list[Job], path: Path) -> None:
             ax2.set_ylabel("LoRA rank")
         ax.set_zorder(ax2.get_zorder() + 1)  # the lines over the bars
         ax.patch.set_visible(False)
-        for maps, label, color in ((theirs, arm_name(ref), "tab:blue"), (mine, arm_name(arm), "tab:red")):
+        for maps, label, color in ((theirs, arm_name(ref, show_r), "tab:blue"),
+                                   (mine, arm_name(arm, show_r), "tab:red")):
             ax.plot(x, maps.mean(axis=0), marker="o", ms=3, color=color, label=f"{label} (mean of {len(maps)})")
             if len(maps) > 1:
                 ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=color, alpha=0.2)
-        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm)} vs {arm_name(ref)}")
+        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show_r)} vs {arm_name(ref, show_r)}")
         ax.set_xlabel("layer")
         ax.set_ylabel("share of gradient norm")
         handles = ax.get_legend_handles_labels()

@@ -1,10 +1,12 @@
 """A job of the report and what the report keeps of it: its record (result.JobResult), its gradients
-reduced to a GradSummary, its outcomes; the arm it belongs to, and the arms' order and references.
+reduced to a GradSummary (its per-reward gradients, when recorded, to a RewardSummary), its outcomes;
+the arm it belongs to, and the arms' order and references.
 
 An arm is what a table row compares: model, task, strategy, budget, and the two axes that change what
 a re-allocation does to gradient norms, the LoRA alpha mode (lora.alpha_mode) and the importance signal
-the ranks were allocated from (profile.signal). The uniform reference of an arm has the same model,
-task and alpha mode: the signal does not change a uniform run.
+the ranks were allocated from (profile.signal); then the training objective (algorithm.name) and the
+uniform rank lora.r (a capacity curve's arms differ only in it). The uniform reference of an arm has
+the same model, task, alpha mode, algorithm and lora.r: the signal does not change a uniform run.
 """
 
 from __future__ import annotations
@@ -17,20 +19,26 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import stats
+from ..algorithms import ALGORITHMS
 from ..allocate import STRATEGIES
 from ..importance import ALPHA_MODES, SIGNALS, GradCube
 from ..records import read_jsonl
 from ..result import JobResult
 
-STRATEGY_ORDER = ("none", "uniform", "proportional", "random", "shuffled")
+STRATEGY_ORDER = ("none", "uniform", "proportional", "random", "shuffled", "adalora")
 # ranks placed by the importance map; shuffled keeps proportional's ranks but not their places
 GRADIENT_AWARE = ("proportional",)
+# strategies whose ranks move during training: their records carry each step's rank (RankTrajectory)
+DYNAMIC = tuple(name for name, spec in STRATEGIES.items() if spec.adaptive)
+# records from before the algorithm axis ran TRL 1.16's default GRPO loss, which is dapo; also the
+# config's default
+DEFAULT_ALGORITHM = "dapo"
 
 
 class Arm(NamedTuple):
-    """What a table row compares: jobs of one arm differ only in their seed. A new axis (an algorithm)
-    is a field here with a default, filled in `arm_of`; markdown shows a field that is not at its
-    default in some arm."""
+    """What a table row compares: jobs of one arm differ only in their seed. A new axis is a field here
+    with a default, filled in `arm_of`; markdown shows a field that is not at its default in some arm,
+    and lora.r where arms differ in it (rank_varies)."""
 
     model: str
     task: str
@@ -38,20 +46,35 @@ class Arm(NamedTuple):
     budget: str
     alpha_mode: str = "fixed"
     signal: str = "lora"
+    algorithm: str = DEFAULT_ALGORITHM
+    r: int | None = None  # lora.r; None for the base model, or a record that does not say
 
 
 def arm_of(job: Job) -> Arm:
     spec = STRATEGIES.get(job.strategy)
-    # the base model has no LoRA, and a strategy that reads no profile (uniform, random) runs the same
+    # the base model trains nothing, and a strategy that reads no profile (uniform, random) runs the same
     # whatever profile.signal says: neither splits into arms by them
-    alpha_mode = job.alpha_mode if job.strategy != "none" else Arm._field_defaults["alpha_mode"]
+    base = job.strategy == "none"
+    alpha_mode = job.alpha_mode if not base else Arm._field_defaults["alpha_mode"]
     signal = job.signal if spec is None or spec.needs_profile else Arm._field_defaults["signal"]
-    return Arm(job.model, job.task, job.strategy, job.budget, alpha_mode, signal)
+    algorithm = job.algorithm if not base else DEFAULT_ALGORITHM
+    return Arm(job.model, job.task, job.strategy, job.budget, alpha_mode, signal, algorithm,
+               None if base else job.r_uniform)
 
 
-def arm_name(arm: Arm) -> str:
-    """strategy/budget, then the alpha mode and signal where they are not the defaults."""
-    extra = [f"{f}={getattr(arm, f)}" for f in ("alpha_mode", "signal") if getattr(arm, f) != Arm._field_defaults[f]]
+def rank_varies(arms) -> bool:
+    """Whether the arms differ in lora.r (the base model, without one, aside): only then do names and
+    tables show it, so a sweep at one lora.r reads as it did before the field existed."""
+    return len({a.r for a in arms if a.r is not None}) > 1
+
+
+def arm_name(arm: Arm, show_r: bool = False) -> str:
+    """strategy/budget, then the algorithm, alpha mode and signal where they are not the defaults, and
+    lora.r when `show_r` (rank_varies of the arms it is told apart from)."""
+    extra = [f"{f}={getattr(arm, f)}" for f in ("algorithm", "alpha_mode", "signal")
+             if getattr(arm, f) != Arm._field_defaults[f]]
+    if show_r and arm.r is not None:
+        extra.insert(1 if arm.algorithm != DEFAULT_ALGORITHM else 0, f"r={arm.r}")
     return "/".join([arm.strategy, arm.budget]) + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -104,6 +127,32 @@ def summarise(cube: GradCube, early: float, late: float, full_weight: GradCube |
 
 
 @dataclass
+class RankTrajectory:
+    """The ranks of a run whose ranks move (strategy in DYNAMIC), per training step and layer: the
+    layer's rank summed over its modules / its number of modules (trajectories.read_rank_trajectory)."""
+
+    steps: np.ndarray  # (T,) the recorded training steps, ascending
+    layer_rank: np.ndarray  # (T, L) float32; NaN where a layer has no record at a step
+
+
+@dataclass
+class RewardSummary:
+    """One job's per-reward gradient records (reward_grads.parquet, `profile.per_reward=true`), reduced
+    (rewards.read_reward_summary): per component (each reward, then the KL term "kl" when beta > 0),
+    S_k(l), Eq. 2 on that component's gradient, over one phase's steps."""
+
+    phase: str  # "train" when the job recorded it, else "profile"
+    n_steps: int
+    components: list[str]  # the rewards in config order, then "kl" when recorded
+    importance: np.ndarray  # (K, L): S_k(l), row k for components[k]
+    combined: np.ndarray | None  # (L,): S(l) of the step's own gradient, same phase (grad_norms.parquet)
+
+    @property
+    def num_layers(self) -> int:
+        return self.importance.shape[1]
+
+
+@dataclass
 class Outcomes:
     """Per-question correctness of one evaluation, keyed by question id."""
 
@@ -136,9 +185,12 @@ class Job:
     signal: str = "lora"  # profile.signal
     alpha: float | None = None  # lora.alpha
     r_uniform: int | None = None  # lora.r, the uniform rank
+    algorithm: str = DEFAULT_ALGORITHM  # algorithm.name
     result: JobResult | None = None
     grads: GradSummary | None = None
     outcomes: Outcomes | None = None
+    trajectory: RankTrajectory | None = None  # per-step ranks, for a strategy in DYNAMIC
+    rewards: RewardSummary | None = None  # per-reward gradients, for a job with reward_grads.parquet
     superseded_by: str | None = None
 
     @property
@@ -170,6 +222,13 @@ class Job:
             return None
         return p.built if p.built is not None else p.planned
 
+    @property
+    def capacity_params(self) -> int | None:
+        """The parameters the job's result rests on: its trainable count, or for a strategy whose ranks
+        shrink while it trains (adalora) those of the ranks it kept (AdaptiveInfo.final_params)."""
+        adaptive = self.result.adaptive if self.result else None
+        return adaptive.final_params if adaptive is not None else self.params
+
 
 def seed_label(job: Job) -> str:
     return f"s{job.seed}" if job.seed is not None else "s?"
@@ -187,7 +246,7 @@ def _order_key(value: str, order) -> tuple:
 def arm_sort_key(arm: Arm, fraction: float | None = None) -> tuple:
     return (arm.model, arm.task, _order_key(arm.strategy, STRATEGY_ORDER),
             -(fraction if fraction is not None else 0.0), arm.budget, _order_key(arm.alpha_mode, ALPHA_MODES),
-            _order_key(arm.signal, SIGNALS), *arm[6:])
+            _order_key(arm.signal, SIGNALS), _order_key(arm.algorithm, ALGORITHMS), (arm.r is None, arm.r or 0))
 
 
 def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
@@ -202,8 +261,8 @@ def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
 
 
 def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
-    """The uniform arm a strategy is compared with: same model, task, alpha mode and budget; else the
-    full budget. Never another alpha mode: the scaling is what moves the norms."""
+    """The uniform arm a strategy is compared with: same model, task, alpha mode, algorithm, lora.r and
+    budget; else the full budget. Never another alpha mode: the scaling is what moves the norms."""
     same = arm._replace(strategy="uniform", signal=Arm._field_defaults["signal"])
     if same in arms:
         return same
@@ -213,6 +272,7 @@ def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
 
 
 def base_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
-    """The base-model arm (strategy none) of the same model and task; its budget is irrelevant."""
+    """The base-model arm (strategy none) of the same model and task; its budget, algorithm and lora.r
+    are irrelevant: it trains nothing."""
     found = [a for a in arms if (a.model, a.task, a.strategy) == (arm.model, arm.task, "none")]
     return found[0] if found else None

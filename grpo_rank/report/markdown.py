@@ -1,44 +1,42 @@
 """The report as markdown (report.md, also printed): the headline (how much amplification remains beyond
-the LoRA scaling artefact), the tables, the missing and failed jobs, the figures, the definitions of
-every statistic (definitions.py), and which W&B panels to open.
+the LoRA scaling artefact), the tables, the missing and failed jobs, the figures, the capacity curve
+(capacity.py), the rank trajectories (trajectories.py), the landscapes by algorithm, the per-reward
+landscapes (rewards.py), the definitions of every statistic (definitions.py), and which W&B panels to open.
+
+    python -m grpo_rank.report SWEEP --no-wandb     # writes SWEEP/report/report.md and prints it
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import defaultdict
 from pathlib import Path
 
 from .. import stats
+from ..algorithms import ALGORITHMS
 from ..importance import PROJECTIONS
-from .definitions import DEFINITIONS
+from . import capacity, rewards, trajectories
+from .definitions import ADDED_DEFINITIONS, DEFINITIONS, REWARD_DEFINITIONS
 from .figures import FIG1, FIG2
 from .gradstats import VIEWS, predicted_slope
-from .jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of
+from .jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of, rank_varies
+from .tables import arm_labels as _labels
 from .tables import fmt as _fmt
 from .tables import interval as _interval
+from .tables import md_table
 
 VIEW_NAMES = {"": "raw", "_normalised": "scaling-normalised", "_full_weight": "full-weight"}
 
 
-def md_table(headers: list[str], rows: list[list]) -> str:
-    if not rows:
-        return "_none_\n"
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    # a pipe inside a cell would end it early
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def label_fields(arms) -> list[str]:
-    """The arm fields the tables show: model, task, strategy, budget, and alpha mode and signal only
-    where some arm is not at their default (a sweep that does not vary them reads as before)."""
+    """The arm fields the tables show: model, task, strategy, budget; alpha mode, signal and algorithm
+    only where some arm is not at their default, lora.r only where arms differ in it (a sweep that does
+    not vary them reads as before)."""
+    arms = list(arms)
     return [f for f in Arm._fields
-            if f not in Arm._field_defaults or any(getattr(a, f) != Arm._field_defaults[f] for a in arms)]
-
-
-def _labels(arm, fields: list[str]) -> list:
-    return [arm[f] if isinstance(arm, dict) else getattr(arm, f) for f in fields]
+            if f not in Arm._field_defaults or (rank_varies(arms) if f == "r"
+                                                else any(getattr(a, f) != Arm._field_defaults[f] for a in arms))]
 
 
 def _lookup(rows: list[dict]) -> dict[tuple, dict]:
@@ -96,7 +94,8 @@ def headline(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
         amp = [_cell(idx, a, f"amplification_max_min{v}") + (fw if v == "_full_weight" else "") for v in VIEWS]
         n = idx[(*a, "pooled", "all", "rank_shift_pearson")]["n"]
         crude = "; with 2-3 seeds these intervals are crude" if 2 <= n <= 3 else ""
-        out.append(f"- **{arm_name(a)}** ({n} seed(s)): rank-shift r {r[0]} raw, {r[1]} scaling-normalised, "
+        out.append(f"- **{arm_name(a, rank_varies(arms))}** ({n} seed(s)): rank-shift r {r[0]} raw, "
+                   f"{r[1]} scaling-normalised, "
                    f"{r[2]} full-weight; max/min amplification {amp[0]} raw, {amp[1]} scaling-normalised, "
                    f"{amp[2]} full-weight; LoRA scaling slope at init {_cell(idx, a, 'scaling_slope_init')} "
                    f"(predicted {predicted_slope(a)} for alpha_mode={a.alpha_mode}). "
@@ -135,9 +134,44 @@ points of the rank-vs-shift scatter); `--wandb-report` builds a W&B Report with 
 """
 
 
+def landscapes(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
+    """The uniform arms of each algorithm side by side, where arms equal but for the algorithm exist for
+    more than one: their concentration, stability and module shares (stats_rows' means over seeds)."""
+    out = ["## Landscapes by algorithm", ""]
+    trained = sorted({a.algorithm for a in arms if a.strategy != "none"},
+                     key=lambda name: (list(ALGORITHMS).index(name) if name in ALGORITHMS else len(ALGORITHMS), name))
+    if len(trained) < 2:
+        return out + [f"One algorithm in this sweep ({', '.join(trained) or 'none'}): no landscapes to compare.", ""]
+    groups: dict[Arm, list[Arm]] = defaultdict(list)
+    for a in arms:  # arms_of's order: algorithms in ALGORITHMS order within a group
+        if a.strategy == "uniform" and (*a, "mean", "all", "gini") in idx:
+            groups[a._replace(algorithm="")].append(a)
+    rows = [a for same in groups.values() if len(same) > 1 for a in same]
+    out += ["The uniform arm of each algorithm, same model, task, budget, alpha mode and lora.r; training-phase "
+            "gradients, mean over seeds [95% t-interval] (Definitions).", ""]
+    if not rows:
+        return out + [f"n/a: algorithms {', '.join(trained)}, but no uniform arms with gradient records that "
+                      "differ only in the algorithm.", ""]
+    top = f"top-30% share ({_top_label({j.grads.num_layers for a in rows for j in arms[a] if j.grads})})"
+    out.append(md_table(["model", "task", "budget", "alpha mode", "r", "algorithm", "max/min", top, "Gini",
+                         "early-late r", "attention share", "FFN share"],
+                        [[*_labels(a, ["model", "task", "budget", "alpha_mode", "r", "algorithm"]),
+                          _cell(idx, a, "max_min_ratio"), _cell(idx, a, "top30_share"), _cell(idx, a, "gini"),
+                          _cell(idx, a, "early_late_pearson"), _cell(idx, a, "share_attention", "modules"),
+                          _cell(idx, a, "share_ffn", "modules")] for a in rows]))
+    return out
+
+
 def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict], st: list[dict],
-           paired: list[dict], early: float, late: float, wandb_line: str) -> str:
-    """report.md from the tables (tables.py, gradstats.py) and the jobs' statuses."""
+           paired: list[dict], early: float, late: float, wandb_line: str,
+           capacity_rows: list[dict] | None = None, reward_rows: list[dict] | None = None) -> str:
+    """report.md from the tables (tables.py, gradstats.py, capacity.py, rewards.py) and the jobs' statuses.
+
+    The sections added after the golden report (tests/golden/report_tables.json) come with
+    `capacity_rows` (capacity.capacity_rows, as build passes them): the capacity curve, the landscapes
+    by algorithm, the rank trajectories and their definitions. Without it report.md is the golden's.
+    The per-reward landscapes come with `reward_rows` (rewards.reward_rows, [] when no job has records)."""
+    added = capacity_rows is not None
     arms = arms_of(jobs)
     idx = _lookup(st)
     n_ok = len(active(jobs))
@@ -163,10 +197,11 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
 
     out += ["## Missing and failed jobs", ""]
     bad = [j for j in jobs if j.status != "ok"]
-    axes = [f for f in fields if f in Arm._field_defaults]  # alpha mode and signal, where shown above
+    axes = [f for f in fields if f in Arm._field_defaults]  # alpha mode, signal, algorithm, r where shown above
     out.append(md_table(["sweep", "job", "strategy", "budget", *[f.replace("_", " ") for f in axes], "seed", "status",
                          "detail"],
-                        [[str(j.sweep), j.name, j.strategy, j.budget, *[getattr(j, f) for f in axes],
+                        [[str(j.sweep), j.name, j.strategy, j.budget,
+                          *["" if (v := getattr(j, "r_uniform" if f == "r" else f)) is None else v for f in axes],
                           "" if j.seed is None else j.seed, j.status,
                           j.detail + (f" (superseded by {j.superseded_by})" if j.superseded_by else "")]
                          for j in bad]))
@@ -177,6 +212,8 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
             f"Figure 1, per-layer gradient share under uniform ranks (mean over seeds, min-max band): ![fig1]({FIG1})", "",
             f"Figure 2, per-layer gradient share (raw LoRA norms), uniform vs each strategy, allocated ranks as bars: "
             f"![fig2]({FIG2})", ""]
+    if added:
+        out += capacity.section(capacity_rows, fields) + trajectories.section(arms)
 
     grad_arms = [a for a in arms if any(j.grads is not None for j in arms[a])]
     top = f"top-30% share ({_top_label({j.grads.num_layers for a in grad_arms for j in arms[a] if j.grads})})"
@@ -215,6 +252,10 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
                         [[*_labels(a, fields), _cell(idx, a, "share_attention", "modules"),
                           _cell(idx, a, "share_ffn", "modules"),
                           *[_cell(idx, a, f"share_{m}", "modules") for m in mods]] for a in grad_arms]))
+    if added:
+        out += landscapes(arms, idx)
+    if reward_rows is not None:
+        out += rewards.section(arms, reward_rows, fields)
 
     out += ["## Same-shape modules: each projection type alone", "",
             "The statistics above restricted to one projection type, whose shape is the same in every layer, "
@@ -233,8 +274,10 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
                           _fmt(r["acc_strategy"]), f"{_fmt(r['diff'])} {_interval(r['diff_low'], r['diff_high'])}",
                           r["b_reference_only"], r["c_strategy_only"], f"{r['mcnemar_p']:.4g}"] for r in paired]))
 
-    out += ["## Definitions", "", DEFINITIONS.format(early=f"{early:g}", late=f"{late:g}"),
+    out += ["## Definitions", "", DEFINITIONS.format(early=f"{early:g}", late=f"{late:g}")
+            + (ADDED_DEFINITIONS if added else "") + (REWARD_DEFINITIONS if reward_rows else ""),
             "## Which W&B panels to open", "", WANDB_PANELS, "## W&B", "", wandb_line, "",
             "Files: `table1.csv`, `runs.csv` (every job), `stats.csv` (long form: per seed, `mean` with "
-            "t-interval, `pooled` with seed bootstrap), `paired.csv`.", ""]
+            "t-interval, `pooled` with seed bootstrap), `paired.csv`" + (", `capacity.csv`" if added else "")
+            + (f", `{rewards.REWARDS_CSV}`" if reward_rows else "") + ".", ""]
     return "\n".join(out)

@@ -33,6 +33,24 @@ def interval(lo, hi, digits: int = 3) -> str:
     return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
+def md_table(headers: list[str], rows: list[list]) -> str:
+    if not rows:
+        return "_none_\n"
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    # a pipe inside a cell would end it early
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def arm_labels(arm, fields: list[str]) -> list:
+    """An arm's (an Arm's or a row's) values of `fields` as a table shows them: the base model has no
+    algorithm or lora.r of its own ("-"), and a missing lora.r is "-"."""
+    get = (lambda f: arm[f]) if isinstance(arm, dict) else (lambda f: getattr(arm, f))
+    base = get("strategy") == "none"
+    return ["-" if (f == "r" and get(f) in (None, "")) or (base and f in ("algorithm", "r")) else get(f)
+            for f in fields]
+
+
 def table1_rows(jobs: list[Job]) -> list[dict]:
     """Table 1: one row per arm, also for arms with no finished job."""
     arms = arms_of(jobs)
@@ -86,7 +104,8 @@ def run_rows(jobs: list[Job]) -> list[dict]:
         rows.append({
             "sweep": str(j.sweep), "job": j.name, "status": j.status, "detail": j.detail,
             "superseded_by": j.superseded_by or "", "model": j.model, "task": j.task, "strategy": j.strategy,
-            "budget": j.budget, "alpha_mode": j.alpha_mode, "signal": j.signal, "seed": "" if j.seed is None else j.seed,
+            "budget": j.budget, "alpha_mode": j.alpha_mode, "signal": j.signal, "algorithm": j.algorithm,
+            "r": "" if j.r_uniform is None else j.r_uniform, "seed": "" if j.seed is None else j.seed,
             "accuracy": ev.accuracy if ev else "", "correct": ev.correct if ev else "", "n": ev.n if ev else "",
             "wilson_low": ev.ci_low if ev else "", "wilson_high": ev.ci_high if ev else "",
             "normal_half_width": stats.normal_half_width(ev.accuracy, ev.n) if ev else "",

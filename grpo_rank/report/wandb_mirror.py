@@ -76,7 +76,7 @@ def log_wandb(out: Path, jobs: list[Job], sweeps: list[Path], tables: dict[str, 
 
 # the config keys whose values make an arm (jobs.Arm): W&B groups the runs by them and averages the seeds
 ARM_KEYS = ["config.model.name", "config.task.name", "config.strategy.name", "config.budget.name",
-            "config.lora.alpha_mode", "config.profile.signal"]
+            "config.lora.alpha_mode", "config.profile.signal", "config.algorithm.name", "config.lora.r"]
 DASHBOARD_SPEC = "wandb_report.json"
 
 
@@ -140,7 +140,6 @@ def panel_names(spec: dict) -> dict[str, set[str]]:
 def create_dashboard(out: Path, jobs: list[Job], ident: dict, mode: str) -> str:
     """Builds the W&B Report, writes its spec to `out`/wandb_report.json and, online, saves it to W&B."""
     import importlib.util
-    import json
 
     if importlib.util.find_spec("wandb_workspaces") is None:
         return ("W&B dashboard: skipped, the wandb-workspaces package is not installed "
@@ -164,18 +163,23 @@ def create_dashboard(out: Path, jobs: list[Job], ident: dict, mode: str) -> str:
         return f"W&B dashboard: skipped after an error ({type(exc).__name__}: {exc})."
 
 
-def _arm_key(r: dict) -> str:
-    """strategy_budget, then the alpha mode and signal where not the defaults (keys stay as they were)."""
-    extra = [str(r[f]) for f in ("alpha_mode", "signal") if r.get(f, Arm._field_defaults[f]) != Arm._field_defaults[f]]
+def _arm_key(r: dict, show_r: bool = False) -> str:
+    """strategy_budget, then the alpha mode, signal and algorithm where not the defaults, and r<lora.r>
+    when `show_r` (keys of a sweep that varies none of them stay as they were)."""
+    extra = [str(r[f]) for f in ("alpha_mode", "signal", "algorithm")
+             if r.get(f, Arm._field_defaults[f]) != Arm._field_defaults[f]]
+    if show_r and r.get("r") is not None:
+        extra.append(f"r{r['r']}")
     return "_".join([r["strategy"], r["budget"], *extra])
 
 
 def summary_values(t1: list[dict], st: list[dict]) -> dict:
+    show_r = len({r.get("r") for r in t1 if r.get("r") is not None}) > 1  # as jobs.rank_varies
     out = {}
     for r in t1:
         if r["accuracy_mean"] != "":
-            out[f"accuracy/{_arm_key(r)}"] = r["accuracy_mean"]
+            out[f"accuracy/{_arm_key(r, show_r)}"] = r["accuracy_mean"]
     for r in st:
         if r["seed"] in ("mean", "pooled") and r["subset"] == "all" and np.isfinite(r["value"]):
-            out[f"{r['statistic']}/{_arm_key(r)}"] = r["value"]
+            out[f"{r['statistic']}/{_arm_key(r, show_r)}"] = r["value"]
     return out
