@@ -309,9 +309,9 @@ def validate(cfg: RunConfig) -> None:
     if STRATEGIES[cfg.strategy.name].adaptive:
         check_adalora(cfg)
     if cfg.profile.per_reward and ALGORITHMS[cfg.algorithm.name].trainer != "grpo":
-        _fail("profile.per_reward", True, f"the per-reward split is defined on GRPO's advantages, and "
-              f"algorithm={cfg.algorithm.name} has none of its own", "use algorithm=grpo/dapo/dr_grpo/bnpo, or "
-              "profile.per_reward=false")
+        _fail("profile.per_reward", True, f"the per-reward split is defined on GRPO's group-normalised "
+              f"advantages, which algorithm={cfg.algorithm.name} does not train with",
+              "use algorithm=grpo/dapo/dr_grpo/bnpo, or profile.per_reward=false")
     needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
     if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
         _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
