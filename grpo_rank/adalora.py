@@ -57,6 +57,11 @@ def schedule(cfg: RunConfig, steps: int) -> tuple[int, int]:
     return int(a.warmup_fraction * steps), int(a.final_fraction * steps)
 
 
+def target_total(cfg: RunConfig, ranks: Sequence[int]) -> int:
+    """The budget the module ranks end on: the arm's per-layer ranks, on every targeted projection."""
+    return sum(ranks) * len(cfg.lora.target_modules)
+
+
 def adalora_config(sites: Sequence[Site], cfg: RunConfig, steps: int):
     from peft import AdaLoraConfig
 

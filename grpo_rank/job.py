@@ -5,7 +5,7 @@ Each stage lives in its own module and returns its typed part of the job record 
     load      models.load, training_data          the model, tokenizer and data (prompts, or solutions for sft)
     profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
                                                   whose training is the profile publishes it (train)
-    allocate  allocate.plan, lora.planned_params  per-layer ranks (Allocation) and Params
+    allocate  allocate.plan, train.planned_params per-layer ranks (Allocation) and Params
     train     train.train                         TrainInfo, the trained model, gradient records
     evaluate  evaluate.evaluate                   EvalSummary and per-question outcomes
     record    result.write_result, records.*      result.json and the other files, also on failure
@@ -36,7 +36,7 @@ from .records import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_r
 from .result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
 from .tasks import load_split, prompt_dataset, solution_dataset
 from .threads import ThreadPlan
-from .train import train
+from .train import planned_params, train
 from .version import code_version
 
 log = logging.getLogger("grpo_rank")
@@ -125,7 +125,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         result.allocation = plan(cfg.strategy.name, importance, r=cfg.lora.r, num_layers=n_layers,
                                  fraction=cfg.budget.fraction, bounds=bounds, seed=cfg.seed)
         ranks = result.allocation.ranks
-        result.params = Params(planned=_planned_params(cfg, hf, ranks), built=None)
+        result.params = Params(planned=planned_params(cfg, hf, ranks), built=None)
         if ranks:
             sink.table("allocation", ["layer", "rank", "importance"],
                        [[i, r, importance[i] if importance else None] for i, r in enumerate(ranks)])
@@ -148,8 +148,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             model = out.model
             result.params.built = out.built_params
             if strategy.adaptive:  # the ranks AdaLoRA ended on; the trajectory is in the gradient records
-                result.adaptive = adalora.adaptive_info(out.model, cfg, hf, n_layers,
-                                                        sum(ranks) * len(cfg.lora.target_modules))
+                result.adaptive = adalora.adaptive_info(out.model, cfg, hf, n_layers, adalora.target_total(cfg, ranks))
             result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
                                      importance=layer_importance(out.grads, "train").tolist(),
                                      importance_full_weight=_full_weight_importance(out.grads),
@@ -190,15 +189,6 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
         result.wandb.error = sink.error
         write_result(job_dir, result)
-
-
-def _planned_params(cfg: RunConfig, hf, ranks: list[int]) -> int:
-    """The trainable count PEFT must build: at the ranks, or for adalora at its initial rank."""
-    if not ranks:
-        return 0
-    if STRATEGIES[cfg.strategy.name].adaptive:
-        return adalora.planned_params(hf, len(ranks), cfg)
-    return lora.planned_params(hf, ranks, cfg.lora.target_modules)
 
 
 def _cell(value):

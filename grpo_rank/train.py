@@ -103,6 +103,16 @@ def _sft(cfg: RunConfig, output_dir: Path, steps: int, rewards: list, **kw):  # 
 TRAINERS: dict[str, Callable] = {"grpo": _grpo, "rloo": _rloo, "sft": _sft}
 
 
+def planned_params(cfg: RunConfig, hf_config, ranks: Sequence[int]) -> int:
+    """The trainable count PEFT must build for the plan `ranks`: at those ranks, or for an adaptive strategy
+    (adalora) at its initial rank; 0 without ranks (strategy=none)."""
+    if not ranks:
+        return 0
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        return adalora.planned_params(hf_config, len(ranks), cfg)
+    return lora.planned_params(hf_config, ranks, cfg.lora.target_modules)
+
+
 def reward_functions(g: GRPOSettings) -> list:
     """The reward functions named in `grpo.rewards`, in its order (the weights follow the same order)."""
     return [REWARDS[name] for name in g.rewards]
@@ -170,12 +180,12 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     pre = []  # callbacks before the profiler: what changes the gradient it must see
     if STRATEGIES[cfg.strategy.name].adaptive:
         built_ranks = [adalora.init_rank(cfg)] * len(ranks)
-        planned = adalora.planned_params(model.config, len(ranks), cfg)
         peft_config = adalora.adalora_config(sites, cfg, steps)
-        fingerprint += "-adalora-" + hashlib.sha256(json.dumps(asdict(cfg.adalora), sort_keys=True).encode()).hexdigest()[:12]
+        # the adalora settings are no part of the profile key, but they decide this phase's checkpoints
+        settings = json.dumps(asdict(cfg.adalora), sort_keys=True).encode()
+        fingerprint += "-adalora-" + hashlib.sha256(settings).hexdigest()[:12]
     else:
         built_ranks = list(ranks)
-        planned = lora.planned_params(model.config, ranks, cfg.lora.target_modules)
         peft_config = lora.lora_config(sites, ranks, cfg.lora)
     profiler = GradNormProfiler(phase=phase, on_step=on_step, full_weight=cfg.profile.full_weight)
     clipper = ClipGradients(cfg.grpo.max_grad_norm)
@@ -193,7 +203,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
         pre.append(splitter)
     schedule = None
     if STRATEGIES[cfg.strategy.name].adaptive:
-        schedule = adalora.AdaLoraSchedule(cfg, sum(ranks) * len(cfg.lora.target_modules), resume)
+        schedule = adalora.AdaLoraSchedule(cfg, adalora.target_total(cfg, ranks), resume)
         pre.append(schedule)
     resumed_from, rows = checkpoint.restore(resume, profiler) if resume else (None, [])
     logs.start(rows)
@@ -211,7 +221,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
                    checkpoint.SaveRecords(profiler, logs.rows, fingerprint, phase)],
     )
     clipper.accelerator = trainer.accelerator
-    built = lora.verify(trainer.model, sites, built_ranks, planned)  # before a single step is spent
+    built = lora.verify(trainer.model, sites, built_ranks, planned_params(cfg, model.config, ranks))  # before a step
     profiler.attach(trainer.model)
     if schedule is not None:  # the rank each module has at each step: the rank trajectory
         profiler.ranks_now = schedule.ranks_now
