@@ -17,6 +17,7 @@ import json
 import logging
 import netrc
 import os
+import shutil
 from pathlib import Path
 
 from .config import RunConfig, result_payload
@@ -105,6 +106,24 @@ class Streamer:
         self.sink.log(metrics)
 
 
+SERVICE_ENV = "WANDB_SERVICE"  # wandb.env.SERVICE, named here so tracking imports wandb lazily
+
+
+def _held_by_inherited_service(exc: Exception) -> bool:
+    """True when wandb.init failed because a service this process did not start holds the run id."""
+    from wandb.sdk import wandb_setup
+
+    connection = wandb_setup.singleton()._connection
+    own = connection is not None and connection.owns_service
+    return "is in use" in str(exc) and bool(os.environ.get(SERVICE_ENV)) and not own
+
+
+def _drop_empty_run_folders(wandb_dir: Path, run_id: str) -> None:
+    for folder in wandb_dir.glob(f"*-{run_id}*"):
+        if folder.is_dir() and not any(folder.glob("*.wandb")):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class WandbSink:
     """One W&B run. Every call is guarded: after the first failure the sink goes quiet."""
 
@@ -120,12 +139,26 @@ class WandbSink:
             import wandb
 
             directory.mkdir(parents=True, exist_ok=True)
-            self.run = wandb.init(
+            kwargs = dict(
                 project=project, entity=entity, group=group, name=name, tags=tags, config=config,
                 dir=str(directory), mode=self.mode, id=run_id, resume="allow" if run_id else None,
                 job_type=job_type, reinit="create_new",
                 settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
             )
+            try:
+                self.run = wandb.init(**kwargs)
+            except Exception as exc:
+                if not (run_id and _held_by_inherited_service(exc)):
+                    raise
+                # a SIGKILLed earlier attempt of this job left its stream open in a wandb-core service
+                # that outlives it (one inherited through WANDB_SERVICE from a launcher or test runner);
+                # the job reclaims its run id from a service of its own
+                log.warning("W&B run %s is still held by the inherited service %s; using a private one",
+                            run_id, os.environ.get(SERVICE_ENV))
+                wandb.teardown()
+                os.environ.pop(SERVICE_ENV, None)
+                _drop_empty_run_folders(directory / "wandb", run_id)  # the refused init's, with no data
+                self.run = wandb.init(**kwargs)
             for step_metric in dict.fromkeys((step_axes or {}).values()):
                 self.run.define_metric(step_metric)
             for glob, step_metric in (step_axes or {}).items():

@@ -40,9 +40,9 @@ def checkpoint_steps(folder: Path) -> list[int]:
     return sorted(int(p.parent.name.split("-")[1]) for p in folder.glob(f"checkpoint-*/{STATE}"))
 
 
-def kill_when(args: list[str], cwd: Path, ready, timeout: float = 600) -> None:
+def kill_when(args: list[str], cwd: Path, ready, timeout: float = 600, env_extra: dict | None = None) -> None:
     """Starts `python -m <args>` and SIGKILLs it as soon as `ready()` holds."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
@@ -62,18 +62,35 @@ def kill_when(args: list[str], cwd: Path, ready, timeout: float = 600) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, cache_dir):
+def shared_wandb_service():
+    """A detached wandb-core service that every launch connects to (WANDB_SERVICE), as W&B recommends for
+    many workers on a node and as a test runner or launcher that used W&B passes on: the killed attempt's
+    stream stays open in it, so the relaunch must reclaim its run id elsewhere."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    start = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", "5m"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    token = start.stdout.split()[0]
+    yield {"WANDB_SERVICE": token}
+    subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "stop"], env=dict(env, WANDB_SERVICE=token),
+                   capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir, shared_wandb_service):
     root = tmp_path_factory.mktemp("resume")
-    ref = run_cli(command(root / "ref", root / "profiles_ref"), cwd=root)
+    service = shared_wandb_service
+    ref = run_cli(command(root / "ref", root / "profiles_ref"), cwd=root, env_extra=service)
     assert ref.returncode == 0, ref.stderr[-3000:]
     # its own profile cache, so the killed job computes the profile too: two processes, one set of bytes
     job = root / "killed"
     kill_when(command(job, root / "profiles"), root,
-              lambda: checkpoint_steps(job / "trainer_train") and max(logged_steps(job, "train"), default=0) >= 4)
+              lambda: checkpoint_steps(job / "trainer_train") and max(logged_steps(job, "train"), default=0) >= 4,
+              env_extra=service)
     killed_at = checkpoint_steps(job / "trainer_train")[-1]
     assert not (root / "killed" / "result.json").exists()  # SIGKILL leaves no chance to record anything
     partial = read_jsonl(root / "killed" / "train_log.jsonl")
-    again = run_cli(command(root / "killed", root / "profiles"), cwd=root)
+    again = run_cli(command(root / "killed", root / "profiles"), cwd=root, env_extra=service)
     assert again.returncode == 0, again.stderr[-3000:]
     return JobFiles(root / "ref"), JobFiles(root / "killed"), killed_at, partial
 
@@ -141,9 +158,11 @@ def test_profile_computed_in_two_processes_is_the_same_bytes_and_read_back_from_
 def test_wandb_run_resumed_under_the_same_id(runs):
     _, resumed, _, _ = runs
     run_id = resumed.result.wandb.run_id
+    assert resumed.result.wandb.error is None
     assert run_id and resumed.result.job.run_id == run_id
-    attempts = sorted(resumed.path.glob(f"wandb/offline-run-*-{run_id}"))
+    attempts = sorted(resumed.path.glob(f"wandb/offline-run-*-{run_id}*"))
     assert len(attempts) == 2, attempts  # one offline run folder per launch, one W&B run id
+    assert all((a / f"run-{run_id}.wandb").exists() for a in attempts)
 
 
 @pytest.mark.slow
