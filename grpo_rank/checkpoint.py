@@ -40,6 +40,8 @@ class SaveRecords(TrainerCallback):
         self.profiler, self.log_rows, self.fingerprint, self.phase = profiler, log_rows, fingerprint, phase
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # the records are the same on every rank; rank 0 writes them
+            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.profiler.flush()
         buf = io.BytesIO()

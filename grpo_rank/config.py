@@ -209,6 +209,13 @@ class TrackingSettings:
 
 
 @dataclass
+class DistributedSettings:
+    # processes of one job on this node, data parallel (distributed.py): one per GPU, or CPU processes (gloo).
+    # Left out of the run identity at 1, so that jobs recorded before the setting existed keep theirs
+    processes: int = setting(1, valid=COUNT, omit_at=1)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     task: TaskConfig = MISSING
@@ -223,6 +230,7 @@ class RunConfig:
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
     # rerun a job even when its folder already holds a finished result of this config
     force: bool = setting(False, NO_RESULT)
     # torch CPU threads of this job; None: its share of the cores, from the launcher (threads.py)
@@ -299,12 +307,16 @@ def validate(cfg: RunConfig) -> None:
         _fail("lora.target_modules", unknown, "unknown projection", f"use names from {ALL_PROJECTIONS}")
     if len(set(lo.target_modules)) != len(lo.target_modules):
         _fail("lora.target_modules", lo.target_modules, "names a projection twice", "list each once")
-    batch = g.per_device_batch_size * g.grad_accum
+    processes = cfg.distributed.processes
+    batch = g.per_device_batch_size * g.grad_accum * processes  # what TRL samples per generation round
     if batch % g.num_generations:
         _fail("grpo.per_device_batch_size", g.per_device_batch_size,
-              f"the batch per_device_batch_size*grad_accum={batch} must be divisible by "
-              f"grpo.num_generations={g.num_generations}",
+              f"the batch per_device_batch_size*grad_accum*distributed.processes={batch} must be divisible "
+              f"by grpo.num_generations={g.num_generations}",
               f"set grpo.per_device_batch_size to a multiple of {g.num_generations}")
+    if processes > 1 and cfg.profile.per_reward:
+        _fail("profile.per_reward", True, "the per-reward split is computed from one process's micro-batches",
+              "use distributed.processes=1 for it, or profile.per_reward=false")
     check_rewards(g.rewards)
     if STRATEGIES[cfg.strategy.name].adaptive:
         check_adalora(cfg)

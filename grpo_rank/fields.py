@@ -28,9 +28,14 @@ NO_RESULT = frozenset()  # where results are kept or shown, how often to checkpo
 SCOPES = ("job", "profile")
 
 
-def setting(default=MISSING, affects: frozenset = JOB_AND_PROFILE, *, valid=None, factory=None):
-    """A leaf field with its decision about results (`affects`) and its rule (`valid`)."""
-    metadata = {"affects": affects, "valid": valid}
+_ALWAYS = object()  # setting(omit_at=...)'s default: the field is in the payload at every value
+
+
+def setting(default=MISSING, affects: frozenset = JOB_AND_PROFILE, *, valid=None, factory=None, omit_at=_ALWAYS):
+    """A leaf field with its decision about results (`affects`) and its rule (`valid`). A field added after
+    results were recorded can name the value that reproduces them (`omit_at`): at that value it is left
+    out of the payload, so those results keep their identity and cache keys."""
+    metadata = {"affects": affects, "valid": valid, "omit_at": omit_at}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -139,7 +144,8 @@ def payload(cfg, scope: str) -> dict:
             part = payload(value, scope)
             if part:
                 out[f.name] = part
-        elif scope in f.metadata["affects"]:
+        elif scope in f.metadata["affects"] and not (f.metadata["omit_at"] is not _ALWAYS
+                                                     and value == f.metadata["omit_at"]):
             out[f.name] = _plain(value)
     return out
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from . import distributed
 from .importance import step_norms
 from .lora import MODULE_RE
 from .records import GRAD_COLUMNS
@@ -115,6 +116,8 @@ class FullWeightGrads:
         w = [self.sums.get(i) for i in range(len(self.layers))]
         out = torch.zeros(len(w), dtype=torch.float32, device=like.device)
         have = [i for i, t in enumerate(w) if t is not None]
+        # each rank's dL/dW is of its own micro-batch; DDP averages the LoRA gradients, this does the same
+        distributed.all_mean_([w[i] for i in have])
         if have:
             out[have] = torch.stack(torch._foreach_norm([w[i] for i in have])).float().to(like.device)
         self.sums.clear()

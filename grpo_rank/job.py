@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import adalora, device, lora, models, profiling, tracking
+from . import adalora, device, distributed, lora, models, profiling, tracking
 from .algorithms import ALGORITHMS
 from .allocate import STRATEGIES, Bounds, plan
 from .config import RunConfig
@@ -89,7 +89,8 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
     # runtime_info resolves use_vllm: true without a GPU is an InputError here, before any model loads
     result = JobResult(status="running", job=ident, config=resolved if resolved is not None else asdict(cfg),
                        runtime=runtime_info(cfg, thread_plan))
-    sink = tracking.open_run(cfg, ident, result.config, job_dir)
+    main = distributed.is_main()  # of a multi-process job (distributed.py) only rank 0 writes and evaluates
+    sink = tracking.open_run(cfg, ident, result.config, job_dir) if main else tracking.WandbSink.off()
     result.wandb = sink.info()
     strategy = STRATEGIES[cfg.strategy.name]
     grads: list[dict[str, np.ndarray]] = []  # every phase's gradient records, written whatever happens
@@ -157,6 +158,9 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             sink.summary({"params/trainable": out.built_params,
                           "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
         laps("train")
+        if not main:  # training was the collective part; rank 0 evaluates and records
+            result.status = "ok"
+            return result
 
         test = load_split(cfg.task, cfg.eval.split)
         test = test[: cfg.eval.n] if cfg.eval.n else test
@@ -176,19 +180,21 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         return result
     except Exception as exc:
         result.status, result.error = "failed", one_line(exc)
-        (job_dir / "error.txt").write_text(traceback.format_exc())
+        if main:
+            (job_dir / "error.txt").write_text(traceback.format_exc())
         raise
     finally:
         # record: whatever was computed is kept, also when a later stage failed
         laps.total()
-        if grads:
+        if main and grads:
             write_grad_records(job_dir / GRADS, {c: np.concatenate([g[c] for g in grads]) for c in grads[0]})
-        if reward_grads:
+        if main and reward_grads:
             write_grad_records(job_dir / REWARD_GRADS, {c: np.concatenate([g[c] for g in reward_grads])
                                                         for c in REWARD_COLUMNS}, REWARD_COLUMNS)
         sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
         result.wandb.error = sink.error
-        write_result(job_dir, result)
+        if main:
+            write_result(job_dir, result)
 
 
 def _cell(value):

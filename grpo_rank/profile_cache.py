@@ -35,7 +35,7 @@ import numpy as np
 
 from pyarrow import ArrowException
 
-from . import device
+from . import device, distributed
 from .config import RunConfig, result_payload
 from .errors import InputError
 from .importance import layer_importance
@@ -122,23 +122,41 @@ class ProfileCache:
         """(profile, "cache" | "profiled"). `compute(work_dir)` runs at most once per key at a time: the
         first job takes the lock and computes, the others wait on it and then read the entry. A uniform
         job publishes its training as the profile through this same call (profiling.train_publishing)."""
+        if not distributed.is_main():
+            return self._follow(key, compute)
         hit = self.load(key)
         if hit is not None:
+            distributed.share(("cache", None))
             return hit, "cache"
         with file_lock(self.root / f"{key}.lock"):
             hit = self.load(key)  # another job computed it while this one waited for the lock
             if hit is not None:
+                distributed.share(("cache", None))
                 return hit, "cache"
             work = self.root / f"{key}.work"
+            distributed.share(("compute", str(work)))
             start = time.perf_counter()
             profile = compute(work)
             self._store(key, profile)
             self._count(key, "computed", profile, time.perf_counter() - start)
             shutil.rmtree(work, ignore_errors=True)
+        distributed.share("stored")
         stored = self.load(key)
         if stored is None:
             raise RuntimeError(f"profile cache entry {self.entry(key)} failed verification right after writing")
         return stored, "profiled"
+
+    def _follow(self, key: str, compute: Callable[[Path], Profile]) -> tuple[Profile, str]:
+        """Another rank than 0 of a multi-process job: rank 0 alone takes the lock and decides; when it
+        computes, this rank trains with it (the training is collective), then reads what rank 0 stored."""
+        what, work = distributed.share()
+        if what == "compute":
+            compute(Path(work))
+            distributed.share()  # rank 0 has stored the entry
+        stored = self.load(key)
+        if stored is None:
+            raise RuntimeError(f"profile cache entry {self.entry(key)} is not readable on rank {distributed.rank()}")
+        return stored, "profiled" if what == "compute" else "cache"
 
     def computations(self) -> list[dict]:
         return read_jsonl(self.root / "computations.jsonl")

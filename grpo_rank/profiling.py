@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .allocate import Bounds, allocate
 from .config import RunConfig
 from .importance import layer_importance
@@ -67,7 +68,8 @@ def profile(cfg: RunConfig, model, tokenizer, train_set, num_layers: int, job_di
     cache = ProfileCache(cfg.profile.cache_dir)
     prof, source = cache.get_or_compute(key, compute)
     # the job's log holds its profile either way, so a job folder reads the same from either source
-    replace_phase_rows(job_dir / TRAIN_LOG, "profile", prof.log_rows)
+    if distributed.is_main():
+        replace_phase_rows(job_dir / TRAIN_LOG, "profile", prof.log_rows)
     info = _info(cfg, source, cache, key, prof)
     return ProfileOutcome(layer_importance(prof.grads, "profile", signal=cfg.profile.signal).tolist(), info,
                           prof.grads, base_touched=source == "profiled",

@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import naming, threads  # importing naming registers the job-folder resolver conf/config.yaml uses
+from . import distributed, naming, threads  # importing naming registers the job-folder resolver conf/config.yaml uses
 from .config import RunConfig, to_typed, validate
 from .errors import InputError, one_line, run_cli, traceback_requested
 from .preflight import preflight
@@ -106,7 +106,11 @@ def main(cfg: DictConfig) -> None:
 
     record(job_dir, "started")
     try:
-        result = run_job(typed, job_dir, OmegaConf.to_container(cfg, resolve=True), plan)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        if typed.distributed.processes > 1:  # the same job in N workers of this node (distributed.py)
+            result = distributed.launch_job(typed, job_dir, resolved, plan)
+        else:
+            result = run_job(typed, job_dir, resolved, plan)
     except InputError as exc:  # knowable only once the model is there (e.g. its layer count vs a profile)
         return _bad_input(job_dir, exc, multirun)
     except Exception as exc:

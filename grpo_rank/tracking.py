@@ -167,6 +167,12 @@ class WandbSink:
         except Exception as exc:  # W&B is a sink: its failure must not stop the job
             self._fail(exc)
 
+    @classmethod
+    def off(cls) -> "WandbSink":
+        """A sink that logs nothing: the ranks of a multi-process job other than rank 0."""
+        return cls(mode="disabled", project="", entity=None, group="", name="", tags=[], config={},
+                   directory=Path("."))
+
     def _fail(self, exc: Exception) -> None:
         self.error = f"{type(exc).__name__}: {exc}"
         log.warning("W&B disabled for this job (%s); local records are unaffected", self.error)

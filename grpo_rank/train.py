@@ -23,7 +23,7 @@ import numpy as np
 from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from . import adalora, checkpoint, device, lora, reward_split
+from . import adalora, checkpoint, device, distributed, lora, reward_split
 from .algorithms import ALGORITHMS
 from .allocate import STRATEGIES
 from .config import GRPOSettings, RunConfig
@@ -57,6 +57,8 @@ def common_args(cfg: RunConfig, output_dir: Path, steps: int) -> dict:
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=False,
+        # distributed.processes > 1: every LoRA parameter takes part in every forward, so DDP need not search
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -147,7 +149,8 @@ class LogSink:
         """The phase begins with `rows` (a checkpoint's, or none): what an earlier attempt logged past
         them is dropped from the file."""
         self.rows[:] = rows
-        replace_phase_rows(self.path, self.phase, rows)
+        if distributed.is_main():
+            replace_phase_rows(self.path, self.phase, rows)
 
     def callback(self):
         sink = self
@@ -158,6 +161,8 @@ class LogSink:
                     return
                 row = {"phase": sink.phase, "step": state.global_step, **logs}
                 sink.rows.append(row)
+                if not state.is_world_process_zero:  # every rank logs the same gathered metrics
+                    return
                 append_jsonl(sink.path, row)
                 if sink.on_log is not None:
                     sink.on_log(row)

@@ -227,6 +227,8 @@ OLD_PROFILE_KEEPS = {"model", "task", "lora", "grpo", "seed"}
 OLD_PROFILE_DROPS = {"lora.r_min", "lora.r_max", "lora.multiple", "grpo.logging_steps", "grpo.save_steps",
                      "grpo.steps"}
 NEW_FIELDS_WITHOUT_RESULT = {"threads"}  # added after e72c1ca: thread count changes no result
+# added later, left out at the value every earlier result had (omit_at): distributed.processes=1
+NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed"}
 
 
 def _drop(d: dict, dotted: set[str]) -> dict:
@@ -244,7 +246,8 @@ def _drop(d: dict, dotted: set[str]) -> dict:
 def test_result_payloads_make_the_old_decisions(overrides):
     cfg = typed(*overrides)
     full = dataclasses.asdict(cfg)
-    assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT)
+    assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT
+                                               | NEW_FIELDS_AT_OMITTED_DEFAULT)
     old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS)
     # added after e72c1ca: whether the frozen weights' gradients are recorded changes a profile's records
     old_profile["profile"] = {"full_weight": cfg.profile.full_weight, "per_reward": cfg.profile.per_reward}
@@ -259,6 +262,7 @@ def test_result_payloads_make_the_old_decisions(overrides):
     ("grpo.save_steps=5", False, False),
     ("profile.cache_dir=/elsewhere", False, False),
     ("threads=1", False, False),
+    ("distributed.processes=2", True, True),
     ("strategy=random", True, False),
     ("eval.n=8", True, False),
     ("lora.r_max=32", True, False),
