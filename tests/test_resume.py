@@ -67,6 +67,7 @@ def shared_wandb_service():
     many workers on a node and as a test runner or launcher that used W&B passes on: the killed attempt's
     stream stays open in it, so the relaunch must reclaim its run id elsewhere."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WANDB_SERVICE", None)  # this pytest process's own service, when an earlier test used W&B here
     start = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", "5m"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stderr

@@ -46,6 +46,7 @@ def test_a_relaunch_reclaims_its_run_id_from_a_shared_service_that_holds_the_kil
     what a process that used W&B passes to its children): the killed attempt's stream stays open there, and
     the relaunch must still get its run id, in a service of its own, with no empty folder left behind."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("WANDB_SERVICE", None)  # this pytest process's own service, when an earlier test used W&B here
     start = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", "2m"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stderr
