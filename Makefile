@@ -37,7 +37,7 @@ run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=propor
 test: setup ## the default test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q $(ARGS)
 
-test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the sweep on Slurm (local-slurm.sh start first)
+test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the sweep on Slurm, 2-process jobs (local-slurm.sh start first)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: setup ## speed and memory, as ratios measured in one run: training step, answer checker, report at scale, parallel jobs

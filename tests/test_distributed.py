@@ -6,7 +6,7 @@ distributed.py averages the frozen weights' gradients, before the profiler takes
 completions are sampled per process, so its 2-process job is checked for what holds regardless: a
 profile computed collectively through the cache, every step recorded once, by rank 0 alone.
 
-    python -m pytest -q tests/test_distributed.py            # -m slow: the GRPO job too
+    python -m pytest -q -m slow tests/test_distributed.py    # the 2-process jobs (~1.5 min); the rest without -m
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def sft_jobs(tmp_path_factory, cache_dir):
     return one, two
 
 
+@pytest.mark.slow
 def test_two_processes_record_what_one_process_of_the_same_global_batch_records(sft_jobs):
     one, two = sft_jobs
     g, h = one.grads, two.grads
@@ -52,6 +53,7 @@ def test_two_processes_record_what_one_process_of_the_same_global_batch_records(
     assert one.result.train.importance == pytest.approx(two.result.train.importance, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes_and_evaluates(sft_jobs):
     _, two = sft_jobs
     assert [r["step"] for r in two.train_log] == list(range(1, STEPS + 1))  # each step once, not once per rank
