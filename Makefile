@@ -26,7 +26,7 @@ setup: .venv/.ready ## create .venv with the CPU build of torch, this package an
 sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline (~30 min on 2 cores)
 	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
 
-study: setup ## the CPU study (experiment=cpu_study: 5 arms x 3 seeds + 2 rsLoRA arms, ~2.7 h on 2 cores) and its report in docs/cpu_study
+study: setup ## the CPU study (experiment=cpu_study: 5 arms x 3 seeds + 2 rsLoRA arms, ~2.4 h on 2 cores) and its report in docs/cpu_study
 	$(STUDY_RUN) strategy=none,uniform,proportional,random,shuffled seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
 	$(STUDY_RUN) strategy=uniform,proportional seed=0,1,2 lora.alpha_mode=rslora hydra.sweep.dir=$(STUDY)/rslora $(ARGS)
 	$(PY) -m grpo_rank.report $(STUDY)/fixed $(STUDY)/rslora --out docs/cpu_study --no-wandb

@@ -31,12 +31,16 @@ from .threads import ThreadPlan
 log = logging.getLogger(__name__)
 
 
+WORKER_ENV = "GRPO_RANK_WORKER"  # set for the workers launch_job starts, and only for them
+
+
 def rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    # a RANK from elsewhere (a torchrun around the command, a cluster's environment) must not silence a job
+    return int(os.environ.get("RANK", 0)) if os.environ.get(WORKER_ENV) else 0
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("WORLD_SIZE", 1)) if os.environ.get(WORKER_ENV) else 1
 
 
 def is_main() -> bool:
@@ -95,6 +99,7 @@ def launch_job(cfg, job_dir: Path, resolved: dict | None, plan: ThreadPlan):
                           rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0,
                           monitor_interval=0.5, start_method="spawn")
     log.info("job in %d processes on this node", n)
+    os.environ[WORKER_ENV] = "1"  # the spawned workers inherit it
     try:
         results = elastic_launch(config, _worker)(cfg, job_dir, resolved, worker_threads(plan, n))
     except ChildFailedError as exc:
@@ -102,6 +107,8 @@ def launch_job(cfg, job_dir: Path, resolved: dict | None, plan: ThreadPlan):
         first = next(iter(exc.failures.values()))
         raise RuntimeError(f"a worker of the {n}-process job failed (rank {first.global_rank}, exit code "
                            f"{first.exitcode}); see error.txt and the job's log") from None
+    finally:
+        os.environ.pop(WORKER_ENV, None)  # the next job of this process (joblib) may run in one process
     return results[0]
 
 

@@ -112,3 +112,13 @@ def test_gpu8_profile_holds_a_node_and_trains_in_eight_processes(tmp_path):
     assert (lc.partition, lc.gpus_per_node, lc.tasks_per_node, lc.cpus_per_task) == ("gpu", 8, 1, 64)
     assert cfg.distributed.processes == lc.gpus_per_node  # one process per GPU, all in the one Slurm task
     validate(typed("resources=gpu8"))  # the default batch (8 x 8 completions a round) is valid
+
+
+def test_a_rank_from_the_environment_does_not_make_a_one_process_job_a_worker(monkeypatch):
+    from grpo_rank import distributed
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert distributed.is_main() and distributed.world_size() == 1  # not started by launch_job: writes
+    monkeypatch.setenv(distributed.WORKER_ENV, "1")
+    assert not distributed.is_main() and distributed.world_size() == 4
