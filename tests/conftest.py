@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,23 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict | None = None, timeout: 
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@contextmanager
+def detached_wandb_service(idle_timeout: str = "5m"):
+    """A detached wandb-core service (`wandb beta core start`), yielded as the WANDB_SERVICE environment
+    entry that makes processes connect to it, as W&B advises for many workers on a node; stopped after."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WANDB_SERVICE", None)  # this pytest process's own service, when an earlier test used W&B here
+    start = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", idle_timeout],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    token = start.stdout.split()[0]
+    try:
+        yield {"WANDB_SERVICE": token}
+    finally:
+        subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "stop"], env=dict(env, WANDB_SERVICE=token),
+                       capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 from grpo_rank.checkpoint import STATE
 from grpo_rank.records import RUNS, read_jsonl
 
-from .conftest import JobFiles, ROOT, TINY, run_cli
+from .conftest import JobFiles, ROOT, TINY, detached_wandb_service, run_cli
 
 # 6 steps, a checkpoint every 3: the kill lands after step 3's checkpoint, once step 4 is logged, so the
 # killed attempt has logged a step the resumed one must not log twice
@@ -66,15 +66,8 @@ def shared_wandb_service():
     """A detached wandb-core service that every launch connects to (WANDB_SERVICE), as W&B recommends for
     many workers on a node and as a test runner or launcher that used W&B passes on: the killed attempt's
     stream stays open in it, so the relaunch must reclaim its run id elsewhere."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("WANDB_SERVICE", None)  # this pytest process's own service, when an earlier test used W&B here
-    start = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", "5m"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert start.returncode == 0, start.stderr
-    token = start.stdout.split()[0]
-    yield {"WANDB_SERVICE": token}
-    subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "stop"], env=dict(env, WANDB_SERVICE=token),
-                   capture_output=True, timeout=120)
+    with detached_wandb_service() as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 
 from grpo_rank.job import run_job
 
-from .conftest import ROOT, JobFiles, TINY, typed
+from .conftest import ROOT, JobFiles, TINY, detached_wandb_service, typed
 
 
 def test_a_wandb_failure_does_not_fail_the_job(tmp_path, cache_dir):
@@ -45,13 +45,8 @@ def test_a_relaunch_reclaims_its_run_id_from_a_shared_service_that_holds_the_kil
     """Workers sharing one wandb-core service (WANDB_SERVICE, W&B's advice for many workers on a node, and
     what a process that used W&B passes to its children): the killed attempt's stream stays open there, and
     the relaunch must still get its run id, in a service of its own, with no empty folder left behind."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("WANDB_SERVICE", None)  # this pytest process's own service, when an earlier test used W&B here
-    start = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", "2m"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert start.returncode == 0, start.stderr
-    env["WANDB_SERVICE"] = start.stdout.split()[0]
-    try:
+    with detached_wandb_service("2m") as service:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **service)
         first = subprocess.Popen([sys.executable, "-c", SINK, str(tmp_path), "1"], env=env,
                                  stdout=subprocess.PIPE, text=True)
         assert first.stdout.readline().split() == ["reclaimedrun0001", "None"]
@@ -61,8 +56,5 @@ def test_a_relaunch_reclaims_its_run_id_from_a_shared_service_that_holds_the_kil
                                capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]
         assert again.stdout.split() == ["reclaimedrun0001", "None"], again.stderr[-2000:]
-    finally:
-        subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "stop"], env=env, capture_output=True,
-                       timeout=120)
     folders = sorted((tmp_path / "wandb").glob("offline-run-*-reclaimedrun0001*"))
     assert len(folders) == 2 and all((f / "run-reclaimedrun0001.wandb").exists() for f in folders), folders
