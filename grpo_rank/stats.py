@@ -226,8 +226,9 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
 def ols_slope(x, y, confidence: float = 0.95) -> dict[str, float]:
     """Least-squares line y = a + b x: slope b, its Student-t interval b +- t_{n-2} * se(b) with
     se(b) = sqrt(sum e^2 / (n - 2) / sum (x - mean x)^2) (scipy.stats.linregress's stderr), intercept a
-    and n. NaN for fewer than 3 points or a constant x; a point interval when the points lie on a line."""
-    x, y = _vector(x), _vector(y)
+    and n. NaN for fewer than 3 points (none included) or a constant x; a point interval when the points
+    lie on a line."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if x.size != y.size:
         raise ValueError(f"lengths differ: {x.size} vs {y.size}")
     out = {"slope": math.nan, "low": math.nan, "high": math.nan, "intercept": math.nan, "n": float(x.size)}

@@ -35,7 +35,7 @@ DEFINITIONS = """\
   log(n(l, m) / n_uniform(l, m)) (modules with a zero norm in either run left out); x(l) =
   log(r(l) / r_uniform(l)); the slope is the least-squares slope of d on x across the n layers (all L
   unless a layer has no non-zero module), with its 95% t-interval (n - 2 degrees of freedom; per seed).
-  **At init**: the same on the first recorded training step's norms alone, where the prediction holds
+  **At init**: the same on the norms of the first recorded training step with a gradient (a GRPO step with no reward spread in any group has none and is skipped, named in the notes), where the prediction holds
   (in expectation). On the full-weight norms likewise. n/a when every layer has the same rank.
 - **amplification** of a strategy: its max/min (and CV) of S(l) divided by uniform's, same seed
   (> 1: the re-allocated run's gradients are more uneven than the uniform run's). Computed on three

@@ -254,6 +254,17 @@ def find_jobs(sweep: Path) -> tuple[list[Job], list[str]]:
     return jobs, notes
 
 
+def empty_steps_note(where: str, norms) -> str:
+    """What the report skipped for a job whose gradient was zero at some steps, and why."""
+    steps, n = norms.empty_steps, len(norms.empty_steps)
+    listed = ", ".join(map(str, steps[:10])) + (f", ... ({n} in all)" if n > 10 else "")
+    why = (f"{where}: no gradient at {PHASE} step{'s' if n > 1 else ''} {listed} (every norm zero: under GRPO, "
+           "no group of completions had reward spread, so every advantage was zero)")
+    if norms.first is None:
+        return why + "; its \"at init\" scaling slopes are skipped and its S(l) is zero, so its shares are n/a"
+    return why + f"; its \"at init\" statistics use step {norms.first_step}, the first with a gradient"
+
+
 def dedupe(jobs: list[Job], notes: list[str]) -> None:
     """One job per arm and seed: finished beats unfinished, later beats earlier."""
     by_key: dict[tuple, list[Job]] = defaultdict(list)
@@ -306,6 +317,8 @@ def load(sweeps: list[Path], early: float = 0.25, late: float = 0.25,
         job.outcomes = read_outcomes(folder / OUTCOMES)
         if job.strategy != "none" and job.grads is None:
             notes.append(f"{job.where}: no {PHASE}-phase gradient records")
+        elif job.grads is not None and job.grads.norms.empty_steps:
+            notes.append(empty_steps_note(job.where, job.grads.norms))
         if job.outcomes is None:
             notes.append(f"{job.where}: no {OUTCOMES}; left out of the paired tests")
     return jobs, notes

@@ -90,9 +90,12 @@ def slope_rows(arm: Arm, j: Job, ref: Job, ref_note: str) -> list[dict]:
         mine, theirs = getattr(j.grads, signal), getattr(ref.grads, signal)
         if mine is None or theirs is None or not mine.mean.shape[0] == theirs.mean.shape[0] == len(j.ranks):
             continue
+        if which == "first" and (mine.first is None or theirs.first is None):
+            continue  # a run with no gradient at any step has no "at init"; load() notes it
         fit = stats.log_ratio_slope(*_common(mine, theirs, which), j.ranks, ref.ranks)
-        when = (f"first recorded step (step {mine.first_step} vs {theirs.first_step})" if which == "first"
-                else "norms averaged over the training steps")
+        skipped = " with a gradient" if mine.empty_steps or theirs.empty_steps else ""
+        when = (f"first recorded step{skipped} (step {mine.first_step} vs {theirs.first_step})"
+                if which == "first" else "norms averaged over the training steps")
         note = (f"{ref_note}; {when}; OLS over {int(fit['n'])} layers; predicted at init "
                 f"{predicted_slope(arm, signal)}" + (f" (alpha_mode={arm.alpha_mode})" if signal == "norms" else ""))
         rows.append(stat_row(arm, seed_label(j), "all", statistic, fit["slope"], fit["low"], fit["high"],

@@ -89,12 +89,21 @@ class ModuleNorms:
 
     modules: list[str]
     mean: np.ndarray  # (L, M): each module's norm averaged over the steps
-    first: np.ndarray  # (L, M): at the first recorded step, i.e. at initialisation
-    first_step: int
+    # (L, M): at the first recorded step with any gradient, i.e. at initialisation; None when no step had one
+    first: np.ndarray | None
+    first_step: int | None
+    # steps whose every norm is zero: under GRPO, a step where no group had reward spread has no gradient,
+    # and an optimizer step on a zero gradient leaves LoRA's B at zero, so the next step is still "at init"
+    empty_steps: list[int]
 
     @classmethod
     def of(cls, cube: GradCube) -> ModuleNorms:
-        return cls(list(cube.modules), cube.cube.mean(axis=0), cube.cube[0].copy(), int(cube.steps[0]))
+        has_grad = cube.cube.reshape(len(cube.steps), -1).any(axis=1)
+        empty = [int(s) for s in cube.steps[~has_grad]]
+        if not has_grad.any():
+            return cls(list(cube.modules), cube.cube.mean(axis=0), None, None, empty)
+        t = int(np.argmax(has_grad))
+        return cls(list(cube.modules), cube.cube.mean(axis=0), cube.cube[t].copy(), int(cube.steps[t]), empty)
 
 
 @dataclass
