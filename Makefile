@@ -41,15 +41,15 @@ test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the swe
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: setup ## speed and memory, as ratios measured in one run: training step, answer checker, report at scale, parallel jobs
-	$(PY) -m grpo_rank.bench_answers
-	$(PY) -m grpo_rank.bench_report
-	$(PY) -m grpo_rank.bench_parallel
-	$(PY) -m grpo_rank.bench $(ARGS)
+	$(PY) -m benchmarks.bench_answers
+	$(PY) -m benchmarks.bench_report
+	$(PY) -m benchmarks.bench_parallel
+	$(PY) -m benchmarks.bench_step $(ARGS)
 
 bench-quick: setup ## the same benchmarks at smoke size (a few minutes)
-	$(PY) -m grpo_rank.bench_answers
-	$(PY) -m grpo_rank.bench_report --jobs 3 30 --steps 100
-	$(PY) -m grpo_rank.bench model=tiny steps=3
+	$(PY) -m benchmarks.bench_answers
+	$(PY) -m benchmarks.bench_report --jobs 3 30 --steps 100
+	$(PY) -m benchmarks.bench_step model=tiny steps=3
 
 report: setup ## cross-run report of the newest sweep (or SWEEP=multirun/<date>/<time>)
 	$(PY) -m grpo_rank.report $(SWEEP) $(ARGS)

@@ -31,12 +31,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed, naming, threads  # importing naming registers the job-folder resolver conf/config.yaml uses
-from .config import RunConfig, to_typed, validate
-from .errors import InputError, one_line, run_cli, traceback_requested
-from .preflight import preflight
-from .sweep import finished_detail, record, should_skip
-from .tracking import identity
+from grpo_rank.config.schema import RunConfig, to_typed, validate
+from grpo_rank.errors import InputError, one_line, run_cli, traceback_requested
+from grpo_rank.pipeline import launch
+from grpo_rank.pipeline.preflight import preflight
+from grpo_rank.pipeline.tracking import identity
+from grpo_rank.runtime import threads
+from grpo_rank.sweep import naming  # importing naming registers the job-folder resolver conf/config.yaml uses
+from grpo_rank.sweep.runlog import finished_detail, record, should_skip
 
 log = logging.getLogger("grpo_rank")
 
@@ -102,13 +104,13 @@ def main(cfg: DictConfig) -> None:
     plan = thread_plan(typed, hc, job_dir)
     threads.apply(plan)  # before torch is imported, which the next line does
     # measured: importing torch/transformers/TRL/PEFT takes ~9 s here, so bad input is reported before it
-    from .job import run_job
+    from grpo_rank.pipeline.job import run_job
 
     record(job_dir, "started")
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if typed.distributed.processes > 1:  # the same job in N workers of this node (distributed.py)
-            result = distributed.launch_job(typed, job_dir, resolved, plan)
+            result = launch.launch_job(typed, job_dir, resolved, plan)
         else:
             result = run_job(typed, job_dir, resolved, plan)
     except InputError as exc:  # knowable only once the model is there (e.g. its layer count vs a profile)

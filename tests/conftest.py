@@ -27,14 +27,13 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import grpo_rank.config  # noqa: F401  registers the schema
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def typed(*overrides: str):
-    from grpo_rank.config import to_typed
+    from grpo_rank.config.schema import to_typed
 
     return to_typed(compose(*overrides))
 
@@ -82,7 +81,7 @@ def job_folders(sweep_dir: Path) -> dict[str, Path]:
 
 def jobs_by_arm(sweep_dir: Path) -> dict[tuple[str, str, int], Path]:
     """Job folders keyed by (strategy, budget, seed) as their records say."""
-    from grpo_rank.result import read_result
+    from grpo_rank.record.result import read_result
 
     out = {}
     for folder in job_folders(sweep_dir).values():
@@ -105,26 +104,26 @@ class JobFiles:
     """One job folder read back for a test: the typed record and the other files."""
 
     def __init__(self, path: Path):
-        from grpo_rank.result import read_result
+        from grpo_rank.record.result import read_result
 
         self.path = Path(path)
         self.result = read_result(self.path)
 
     @property
     def grads(self):
-        from grpo_rank.records import GRADS, read_grad_records
+        from grpo_rank.record.files import GRADS, read_grad_records
 
         return read_grad_records(self.path / GRADS) if (self.path / GRADS).exists() else None
 
     @property
     def train_log(self) -> list[dict]:
-        from grpo_rank.records import TRAIN_LOG, read_jsonl
+        from grpo_rank.record.files import TRAIN_LOG, read_jsonl
 
         return read_jsonl(self.path / TRAIN_LOG)
 
     @property
     def outcomes(self) -> list[dict]:
-        from grpo_rank.records import OUTCOMES, read_jsonl
+        from grpo_rank.record.files import OUTCOMES, read_jsonl
 
         return read_jsonl(self.path / OUTCOMES)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from grpo_rank import adalora, models
-from grpo_rank.config import ConfigError, validate
-from grpo_rank.job import run_job, training_data
-from grpo_rank.records import GRADS, read_grad_records
-from grpo_rank.train import train
-
-from .conftest import TINY, typed, wandb_records
+from grpo_rank.config.schema import ConfigError, validate
+from grpo_rank.data import models
+from grpo_rank.pipeline.job import run_job, training_data
+from grpo_rank.record.files import GRADS, read_grad_records
+from grpo_rank.training import adalora
+from grpo_rank.training.train import train
+from tests.conftest import TINY, typed, wandb_records
 
 ADALORA = (*TINY, "strategy=adalora", "grpo.steps=4", "adalora.warmup_fraction=0", "adalora.final_fraction=0.25",
            "grpo.save_steps=0", "eval.n=4")

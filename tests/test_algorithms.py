@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grpo_rank.algorithms import ALGORITHMS
-from grpo_rank.config import validate
-from grpo_rank.job import run_job, training_data
-from grpo_rank.records import GRAD_COLUMNS, GRADS, read_grad_records, read_jsonl, TRAIN_LOG
-from grpo_rank.tasks import gold_completion, load_split, gsm8k_solution
-from grpo_rank.train import TRAINERS, grpo_args
-
-from .conftest import TINY, typed
+from grpo_rank.config.schema import validate
+from grpo_rank.data.tasks import gold_completion, gsm8k_solution, load_split
+from grpo_rank.objective.algorithms import ALGORITHMS
+from grpo_rank.pipeline.job import run_job, training_data
+from grpo_rank.record.files import GRAD_COLUMNS, GRADS, TRAIN_LOG, read_grad_records, read_jsonl
+from grpo_rank.training.train import TRAINERS, grpo_args
+from tests.conftest import TINY, typed
 
 
 def test_every_algorithm_composes_and_names_a_trainer():

@@ -10,9 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpo_rank.allocate import (STRATEGIES, AllocationError, Bounds, allocate, budget_total, lora_param_count, plan,
-                                projection_shapes, proportional, random_bounds, random_ranks, shuffled_ranks,
-                                uniform)
+from grpo_rank.allocation.allocate import (
+    STRATEGIES,
+    AllocationError,
+    Bounds,
+    allocate,
+    budget_total,
+    lora_param_count,
+    plan,
+    projection_shapes,
+    proportional,
+    random_bounds,
+    random_ranks,
+    shuffled_ranks,
+    uniform,
+)
 
 B = Bounds(4, 64, 4)
 
@@ -255,6 +267,6 @@ def test_allocation_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, grpo_rank.allocate; print('torch' in sys.modules)"
+    code = "import sys, grpo_rank.allocation.allocate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

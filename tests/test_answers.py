@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from grpo_rank.answers import judge, parse_answer, parse_gold
-from grpo_rank.bench_answers import hostile_corpus
+from benchmarks.bench_answers import hostile_corpus
+from grpo_rank.objective.answers import judge, parse_answer, parse_gold
 
 JUDGE_CASES = [
     # reply, gold, answer, tagged, correct

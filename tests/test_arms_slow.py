@@ -8,9 +8,8 @@ import csv
 
 import pytest
 
-from grpo_rank.result import read_result
-
-from .conftest import TINY, job_folders, run_cli
+from grpo_rank.record.result import read_result
+from tests.conftest import TINY, job_folders, run_cli
 
 pytestmark = pytest.mark.slow
 

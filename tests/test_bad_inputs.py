@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank import models
-from grpo_rank.config import TaskConfig
+from grpo_rank.config.schema import TaskConfig
+from grpo_rank.data import models
+from grpo_rank.data.tasks import load_split
 from grpo_rank.errors import InputError, error_line, one_line
-from grpo_rank.records import GRADS, RESULT, RUNS, read_jsonl, write_grad_records
-from grpo_rank.result import JobIdentity, JobResult, write_result
+from grpo_rank.record.files import GRADS, RESULT, RUNS, read_jsonl, write_grad_records
+from grpo_rank.record.result import JobIdentity, JobResult, write_result
 from grpo_rank.run import prepare
-from grpo_rank.tasks import load_split
-
-from .conftest import ROOT, TINY, compose, run_cli
+from tests.conftest import ROOT, TINY, compose, run_cli
 
 GOOD_ROW = {"question": "Ava has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = 7\n#### 7"}
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -295,7 +294,7 @@ def test_good_inputs_pass(overrides, files, tmp_path, no_model_loads):
 
 def test_checks_import_no_heavy_library():
     """Bad input is reported before torch, transformers, datasets or TRL are imported (seconds each)."""
-    code = ("import sys, grpo_rank.config, grpo_rank.preflight, grpo_rank.errors; "
+    code = ("import sys, grpo_rank.config.schema, grpo_rank.pipeline.preflight, grpo_rank.errors; "
             "print(sorted({'torch', 'transformers', 'datasets', 'trl', 'peft'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

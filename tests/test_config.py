@@ -17,16 +17,15 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from grpo_rank import models
-from grpo_rank.algorithms import ALGORITHMS
-from grpo_rank.allocate import STRATEGIES
-from grpo_rank.config import ConfigError, RunConfig, result_payload, to_typed, validate
+from grpo_rank.allocation.allocate import STRATEGIES
+from grpo_rank.config.fields import OneOf, Range, leaf_fields
+from grpo_rank.config.schema import ConfigError, RunConfig, result_payload, to_typed, validate
+from grpo_rank.data import models
+from grpo_rank.data.tasks import TASKS
 from grpo_rank.errors import InputError
-from grpo_rank.fields import OneOf, Range, leaf_fields
-from grpo_rank.rewards import REWARDS
-from grpo_rank.tasks import TASKS
-
-from .conftest import CONF, compose, typed
+from grpo_rank.objective.algorithms import ALGORITHMS
+from grpo_rank.objective.rewards import REWARDS
+from tests.conftest import CONF, compose, typed
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
           ("model", "task", "strategy", "budget", "algorithm", "rewards", "experiment")}

@@ -14,10 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grpo_rank.config import ConfigError, result_payload, validate
-from grpo_rank.records import RUNS, read_jsonl
-
-from .conftest import TINY, JobFiles, run_cli, typed
+from grpo_rank.config.schema import ConfigError, result_payload, validate
+from grpo_rank.record.files import RUNS, read_jsonl
+from tests.conftest import TINY, JobFiles, run_cli, typed
 
 STEPS = 3
 SFT = [*TINY, "algorithm=sft", "strategy=uniform", f"grpo.steps={STEPS}", "tracking.mode=offline"]
@@ -102,7 +101,7 @@ def test_gpu8_profile_holds_a_node_and_trains_in_eight_processes(tmp_path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from .conftest import CONF
+    from tests.conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="config", return_hydra_config=True,
@@ -115,7 +114,7 @@ def test_gpu8_profile_holds_a_node_and_trains_in_eight_processes(tmp_path):
 
 
 def test_a_rank_from_the_environment_does_not_make_a_one_process_job_a_worker(monkeypatch):
-    from grpo_rank import distributed
+    from grpo_rank.runtime import distributed
 
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from grpo_rank import importance, lora, models
-from grpo_rank.config import LoraSettings, ModelConfig, TinyModelConfig
-from grpo_rank.gradnorm import GradNormProfiler
+from grpo_rank.allocation import importance, lora
+from grpo_rank.config.schema import LoraSettings, ModelConfig, TinyModelConfig
+from grpo_rank.data import models
+from grpo_rank.training.gradnorm import GradNormProfiler
 
 CFG = ModelConfig(name="tiny", source="tiny", tiny=TinyModelConfig())
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.records import read_grad_records, read_jsonl
-from grpo_rank.result import read_result
-
-from .conftest import run_cli
+from grpo_rank.record.files import read_grad_records, read_jsonl
+from grpo_rank.record.result import read_result
+from tests.conftest import run_cli
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "tiny_sweep.json").read_text())
 STRATEGIES = tuple(GOLDEN["jobs"])

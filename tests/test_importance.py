@@ -1,4 +1,4 @@
-"""grpo_rank.importance: the module norms sqrt(||grad A||^2 + ||grad B||^2) and their sums, on records
+"""grpo_rank.allocation.importance: the module norms sqrt(||grad A||^2 + ||grad B||^2) and their sums, on records
 whose answers are known by construction, against a plain per-row loop (the definition, written out),
 and read back from parquet exactly as computed in memory.
 
@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grpo_rank import importance as imp
-from grpo_rank.records import GRAD_COLUMNS, write_grad_records
+from grpo_rank.allocation import importance as imp
+from grpo_rank.record.files import GRAD_COLUMNS, write_grad_records
 
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -150,7 +150,7 @@ def test_step_norms_is_one_step_of_the_cube():
 
 
 def test_importance_does_not_import_torch():
-    code = "import sys, grpo_rank.importance; sys.exit('torch' in sys.modules)"
+    code = "import sys, grpo_rank.allocation.importance; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 PACKAGE = ROOT / "grpo_rank"
 PURE = ("allocate", "stats", "importance", "result", "config", "answers", "rewards", "naming", "threads")
@@ -60,7 +60,7 @@ def test_no_import_circle():
         if m not in state:
             visit(m, [])
     assert cycles == []
-    assert "grpo_rank.job" in graph and graph["grpo_rank.job"], "the walk found the package's imports"
+    assert "grpo_rank.pipeline.job" in graph and graph["grpo_rank.pipeline.job"], "the walk found the package's imports"
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from grpo_rank import lora, models
-from grpo_rank.config import LoraSettings, ModelConfig, TinyModelConfig
-
-from .conftest import typed
+from grpo_rank.allocation import lora
+from grpo_rank.config.schema import LoraSettings, ModelConfig, TinyModelConfig
+from grpo_rank.data import models
+from tests.conftest import typed
 
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -89,9 +89,9 @@ def test_qwen2_5_1_5b_uniform_r32_is_36_929_536():
 def test_alpha_mode_sets_the_scaling(tiny, mode):
     """fixed: scaling alpha/r moves with each layer's rank; rslora: alpha/sqrt(r); per_rank: every layer
     keeps alpha/lora.r; importance.lora_scaling (the report's normalisation) says the same."""
-    from grpo_rank.importance import lora_scaling
-
     from peft import get_peft_model
+
+    from grpo_rank.allocation.importance import lora_scaling
 
     model, _ = models.load(ModelConfig(name="tiny", source="tiny", tiny=TinyModelConfig()), "/nonexistent", 0)
     settings = LoraSettings(r=8, alpha=16.0, alpha_mode=mode)

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.profile_cache import MANIFEST, Profile, ProfileCache
-from grpo_rank.records import GRADS, RUNS, read_grad_records, read_jsonl
-from grpo_rank.result import read_result
-
-from .conftest import ROOT, TINY, job_folders, run_cli, summary_lines
+from grpo_rank.profiling.cache import MANIFEST, Profile, ProfileCache
+from grpo_rank.record.files import GRADS, RUNS, read_grad_records, read_jsonl
+from grpo_rank.record.result import read_result
+from tests.conftest import ROOT, TINY, job_folders, run_cli, summary_lines
 
 
 def computed(cache: Path) -> list[dict]:
@@ -41,7 +40,7 @@ def synthetic(seed: int = 0) -> Profile:
 
 WORKER = """
 import sys, time
-from grpo_rank.profile_cache import ProfileCache
+from grpo_rank.profiling.cache import ProfileCache
 from tests.test_profile_cache import synthetic
 
 def compute(work_dir):

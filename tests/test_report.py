@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 import yaml
 
-from grpo_rank import report as rp
-from grpo_rank.records import write_grad_records
-from grpo_rank.result import Allocation, EvalSummary, JobIdentity, JobResult, Params, TrainInfo, write_result
-from grpo_rank.stats import wilson_interval
+from grpo_rank.analysis import report as rp
+from grpo_rank.analysis.stats import wilson_interval
+from grpo_rank.record.files import write_grad_records
+from grpo_rank.record.result import Allocation, EvalSummary, JobIdentity, JobResult, Params, TrainInfo, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -438,10 +438,10 @@ GOLDEN = ROOT / "tests" / "golden" / "report_tables.json"
 
 def golden_scenarios(root: Path) -> dict[str, list[Path]]:
     """The sweeps whose tables tests/golden/report_tables.json holds, as computed by the report before
-    it became a package (grpo_rank/report.py at e72c1ca): the known-answer sweeps above, a synthetic
+    it became a package (grpo_rank/analysis/report.py at e72c1ca): the known-answer sweeps above, a synthetic
     sweep with a failed, an unfinished and a never-started job and profile-phase rows, and one with 5
     seeds (the seed bootstrap then draws at random)."""
-    from grpo_rank.report.synthetic import make_sweep
+    from tests.synthetic import make_sweep
 
     a, b = make_sweeps(root / "known")
     small = make_sweep(root / "synthetic" / "multirun" / "2025-02-02" / "12-00-00", jobs=8, steps=12, layers=6,
@@ -489,8 +489,8 @@ def without_added(rows: list[dict], where: str) -> list[dict]:
 
 @pytest.mark.parametrize("scenario", ["known", "synthetic", "five_seeds"])
 def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_factory):
-    from grpo_rank.report import gradstats, tables
-    from grpo_rank.report.markdown import render
+    from grpo_rank.analysis.report import gradstats, tables
+    from grpo_rank.analysis.report.markdown import render
 
     root = tmp_path_factory.getbasetemp() / "golden"
     if not root.exists():
@@ -520,8 +520,8 @@ def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_
 
 def test_job_folders_named_from_overrides_read_like_numbered_ones(tmp_path):
     """Jobs are known by their records, so the folder layout changes nothing but the folder names."""
-    from grpo_rank.report import gradstats, tables
-    from grpo_rank.report.synthetic import make_sweep
+    from grpo_rank.analysis.report import gradstats, tables
+    from tests.synthetic import make_sweep
 
     kw = dict(jobs=5, steps=4, layers=4, modules=2, n_questions=10, failed=(1,), unfinished=(3,))
     loaded = {}
@@ -562,7 +562,7 @@ def test_an_unreadable_record_is_a_note_and_skipped(sweeps, tmp_path):
     ["hydra/launcher=joblib", "strategy=none", "lora.target_modules=[q_proj,v_proj]", "seed=0,1"],
 ])
 def test_expected_jobs_without_hydra_equal_hydras_basic_sweeper(args, tmp_path):
-    from grpo_rank.report import discover
+    from grpo_rank.analysis.report import discover
 
     cfg = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                                  "params": None}, "overrides": {"task": args}}}
@@ -583,7 +583,7 @@ PLANTED = {"fixed": -0.5, "rslora": 0.0, "per_rank": 0.5}  # log-log slope of no
 def scaling_sweep(tmp_path_factory):
     """uniform and proportional x fixed, rslora, per_rank x 3 seeds, 28 layers, W rows; only the scaling
     moves the norms (no amplification planted), little noise."""
-    from grpo_rank.report.synthetic import make_sweep
+    from tests.synthetic import make_sweep
 
     sweep = make_sweep(tmp_path_factory.mktemp("scaling") / "multirun" / "d" / "t", jobs=18, steps=6, layers=28,
                        modules=7, n_questions=20, strategies=("uniform", "proportional"),
@@ -594,7 +594,7 @@ def scaling_sweep(tmp_path_factory):
 @pytest.fixture(scope="module")
 def amplified_sweep(tmp_path_factory):
     """fixed alpha with a real rank effect planted beyond the scaling: norms also grow as (r / r0)^0.5."""
-    from grpo_rank.report.synthetic import make_sweep
+    from tests.synthetic import make_sweep
 
     sweep = make_sweep(tmp_path_factory.mktemp("amplified") / "multirun" / "d" / "t", jobs=6, steps=6, layers=28,
                        modules=3, n_questions=20, strategies=("uniform", "proportional"), alpha_modes=("fixed",),
@@ -730,7 +730,7 @@ def test_definitions_state_the_predictions_and_the_normalisation(cli_run):
 
 def test_arm_of_and_the_uniform_reference():
     """The signal does not split runs that read no profile; the base model has no alpha mode."""
-    from grpo_rank.report.jobs import Arm, Job, uniform_reference
+    from grpo_rank.analysis.report.jobs import Arm, Job, uniform_reference
 
     def job(strategy, alpha_mode="fixed", signal="lora"):
         return Job(sweep=Path("."), name="x", status="ok", strategy=strategy, budget="full", model=MODEL, task=TASK,
@@ -747,8 +747,8 @@ def test_arm_of_and_the_uniform_reference():
 
 
 def test_records_and_unstarted_jobs_say_their_alpha_mode(tmp_path):
-    from grpo_rank.report import discover
-    from grpo_rank.report.synthetic import make_sweep
+    from grpo_rank.analysis.report import discover
+    from tests.synthetic import make_sweep
 
     # an older record's lora.use_rslora: true reads as alpha_mode rslora
     d = write_job(tmp_path / "old", "0_uniform_full_s0", "uniform", 0, ranks=[8] * L, correct=set())

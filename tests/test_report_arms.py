@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from grpo_rank import report as rp
-from grpo_rank.report.jobs import Arm, Job, arm_name, base_reference, uniform_reference
-from grpo_rank.report.markdown import label_fields
-from grpo_rank.report.synthetic import make_sweep
-from grpo_rank.report.tables import fmt, table1_rows
-from grpo_rank.report.wandb_mirror import summary_values
+from grpo_rank.analysis import report as rp
+from grpo_rank.analysis.report.jobs import Arm, Job, arm_name, base_reference, uniform_reference
+from grpo_rank.analysis.report.markdown import label_fields
+from grpo_rank.analysis.report.tables import fmt, table1_rows
+from grpo_rank.analysis.report.wandb_mirror import summary_values
+from tests.synthetic import make_sweep
 
 SMALL = dict(steps=4, layers=4, modules=2, n_questions=20)
 
@@ -78,7 +78,7 @@ def test_one_algorithm_says_so_in_the_landscape_section(capacity):
 def test_landscapes_put_each_algorithms_uniform_arm_side_by_side(algorithms):
     out, rep = algorithms
     t1 = read_csv(out / "table1.csv")
-    # algorithms in grpo_rank.algorithms order within a strategy; one lora.r: no r column anywhere
+    # algorithms in grpo_rank.objective.algorithms order within a strategy; one lora.r: no r column anywhere
     assert [(r["strategy"], r["algorithm"]) for r in t1] == [
         ("uniform", "grpo"), ("uniform", "sft"), ("proportional", "grpo"), ("proportional", "sft")]
     assert "| algorithm | ranks |" in section(rep.markdown, "Table 1: accuracy by strategy and budget")[0]

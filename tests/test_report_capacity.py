@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from grpo_rank import report as rp
-from grpo_rank.report.capacity import capacity_points, figure3
-from grpo_rank.report.synthetic import make_sweep
+from grpo_rank.analysis import report as rp
+from grpo_rank.analysis.report.capacity import capacity_points, figure3
+from tests.synthetic import make_sweep
 
 SMALL = dict(steps=3, layers=4, modules=2, n_questions=40)
 

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grpo_rank import report as rp
-from grpo_rank.report.synthetic import make_sweep
+from grpo_rank.analysis import report as rp
+from tests.synthetic import make_sweep
 
 
 def zero_steps(job_dir, steps: set[int] | None) -> None:

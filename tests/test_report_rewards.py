@@ -19,16 +19,16 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
 
-from grpo_rank import report as rp
-from grpo_rank.importance import read_cube
-from grpo_rank.records import GRADS, REWARD_GRADS, read_grad_records, write_grad_records
-from grpo_rank.report import tables
-from grpo_rank.report.capacity import capacity_points, capacity_rows
-from grpo_rank.report.gradstats import stats_rows
-from grpo_rank.report.jobs import active, arms_of
-from grpo_rank.report.markdown import render
-from grpo_rank.report.rewards import FIG5, REWARDS_CSV, reward_rows, strict_winners
-from grpo_rank.report.synthetic import make_sweep, reward_profiles
+from grpo_rank.allocation.importance import read_cube
+from grpo_rank.analysis import report as rp
+from grpo_rank.analysis.report import tables
+from grpo_rank.analysis.report.capacity import capacity_points, capacity_rows
+from grpo_rank.analysis.report.gradstats import stats_rows
+from grpo_rank.analysis.report.jobs import active, arms_of
+from grpo_rank.analysis.report.markdown import render
+from grpo_rank.analysis.report.rewards import FIG5, REWARDS_CSV, reward_rows, strict_winners
+from grpo_rank.record.files import GRADS, REWARD_GRADS, read_grad_records, write_grad_records
+from tests.synthetic import make_sweep, reward_profiles
 
 L, STEPS, MODULES = 6, 3, 2
 SMALL = dict(jobs=4, steps=STEPS, layers=L, modules=MODULES, n_questions=20, strategies=("uniform", "proportional"),
@@ -266,7 +266,7 @@ def test_the_records_are_the_real_format(built):
     """The synthetic file has reward_split.RewardGradients' columns and row layout: per step, per
     component, every matrix."""
     sweep, _, _ = built
-    from grpo_rank.records import REWARD_COLUMNS
+    from grpo_rank.record.files import REWARD_COLUMNS
 
     table = pq.read_table(next(sweep.glob(f"*_uniform_full_s0/{REWARD_GRADS}")))
     assert tuple(table.column_names) == REWARD_COLUMNS

@@ -12,11 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
-from grpo_rank import report as rp
-from grpo_rank.importance import PROJECTIONS
-from grpo_rank.records import GRADS
-from grpo_rank.report.synthetic import R, adalora_ranks, make_sweep, write_job
-from grpo_rank.report.trajectories import layer_ranks, read_rank_trajectory
+from grpo_rank.allocation.importance import PROJECTIONS
+from grpo_rank.analysis import report as rp
+from grpo_rank.analysis.report.trajectories import layer_ranks, read_rank_trajectory
+from grpo_rank.record.files import GRADS
+from tests.synthetic import R, adalora_ranks, make_sweep, write_job
 
 STEPS, LAYERS, MODULES = 6, 4, 3
 

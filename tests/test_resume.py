@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.checkpoint import STATE
-from grpo_rank.records import RUNS, read_jsonl
-
-from .conftest import JobFiles, ROOT, TINY, detached_wandb_service, run_cli
+from grpo_rank.record.files import RUNS, read_jsonl
+from grpo_rank.training.checkpoint import STATE
+from tests.conftest import ROOT, TINY, JobFiles, detached_wandb_service, run_cli
 
 # 6 steps, a checkpoint every 3: the kill lands after step 3's checkpoint, once step 4 is logged, so the
 # killed attempt has logged a step the resumed one must not log twice

@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from grpo_rank import models, reward_split
-from grpo_rank.config import ConfigError, validate
-from grpo_rank.job import run_job, training_data
-from grpo_rank.records import GRADS, REWARD_COLUMNS, REWARD_GRADS, TRAIN_LOG, read_grad_records, read_jsonl
-from grpo_rank.reward_split import KL, component_advantages
-from grpo_rank.train import train
-
-from .conftest import TINY, typed
+from grpo_rank.config.schema import ConfigError, validate
+from grpo_rank.data import models
+from grpo_rank.pipeline.job import run_job, training_data
+from grpo_rank.record.files import GRADS, REWARD_COLUMNS, REWARD_GRADS, TRAIN_LOG, read_grad_records, read_jsonl
+from grpo_rank.training import reward_split
+from grpo_rank.training.reward_split import KL, component_advantages
+from grpo_rank.training.train import train
+from tests.conftest import TINY, typed
 
 SPLIT = (*TINY, "grpo.beta=0.05", "grpo.grad_accum=2", "grpo.per_device_batch_size=4", "grpo.save_steps=0",
          "eval.n=4", "tracking.mode=disabled")

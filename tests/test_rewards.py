@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_rank.rewards import REWARDS, completion_text
+from grpo_rank.objective.rewards import REWARDS, completion_text
 
 NUMBERS_0_59 = " ".join(map(str, range(60)))
 
@@ -91,9 +91,8 @@ def test_the_experiments_score_the_table_as_their_rewards_say(experiment, names)
     the study's binary rewards at equal weight give 2 only for a right, well-formed reply, 1 for a
     well-formed wrong or a right malformed one, nothing for out-of-order tags, number lists or untagged
     answers; the CPU study's partial credit is the explicit option, never reaching a well-formed score."""
-    from grpo_rank.train import reward_functions
-
-    from .conftest import typed
+    from grpo_rank.training.train import reward_functions
+    from tests.conftest import typed
 
     g = typed(f"experiment={experiment}").grpo
     assert tuple(g.rewards) == names and set(g.rewards.values()) == ({1.0} if experiment == "paper" else {0.5, 1.0})

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.importance import layer_importance
-from grpo_rank.profile_cache import ProfileCache
-from grpo_rank.records import read_grad_records, read_jsonl
-from grpo_rank.result import read_result
-
-from .conftest import TINY, jobs_by_arm, run_cli, wandb_records
+from grpo_rank.allocation.importance import layer_importance
+from grpo_rank.profiling.cache import ProfileCache
+from grpo_rank.record.files import read_grad_records, read_jsonl
+from grpo_rank.record.result import read_result
+from tests.conftest import TINY, jobs_by_arm, run_cli, wandb_records
 
 STRATEGIES = ("uniform", "proportional", "random")
 
@@ -40,7 +39,7 @@ def test_one_record_per_job_in_a_folder_named_by_its_swept_keys(sweep):
         f"seed-{seed}_strategy-{s}" for s in STRATEGIES for seed in (0, 1))
     jobs = job_dirs(sweep_dir)
     assert sorted(jobs) == sorted(STRATEGIES)
-    for strategy, path in jobs.items():
+    for path in jobs.values():
         res = read_result(path)
         assert res.status == "ok", res.error
         assert res.allocation.total == res.allocation.budget_total == 8 * 12
@@ -152,7 +151,7 @@ def test_wandb_dashboard_names_only_what_the_runs_log(sweep, tmp_path):
     every metric and step axis a panel plots is one the job runs logged (read back from their offline
     files), and the scatter's table and columns are the report run's."""
     pytest.importorskip("wandb_workspaces")
-    from grpo_rank.report.wandb_mirror import DASHBOARD_SPEC, panel_names
+    from grpo_rank.analysis.report.wandb_mirror import DASHBOARD_SPEC, panel_names
 
     sweep_dir, _ = sweep
     out = tmp_path / "report"

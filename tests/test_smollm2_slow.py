@@ -7,8 +7,7 @@ import importlib.util
 
 import pytest
 
-
-from .conftest import JobFiles, run_cli
+from tests.conftest import JobFiles, run_cli
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,4 +1,4 @@
-"""grpo_rank.stats on inputs whose answers are known by hand, plus invariants checked by hypothesis.
+"""grpo_rank.analysis.stats on inputs whose answers are known by hand, plus invariants checked by hypothesis.
 
     python -m pytest tests/test_stats.py -q
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpo_rank import stats
+from grpo_rank.analysis import stats
 
 positive_maps = st.lists(st.floats(0.01, 100.0, allow_nan=False), min_size=2, max_size=40)
 
@@ -380,7 +380,7 @@ def test_stats_imports_neither_torch_nor_scipy_nor_statsmodels():
     import sys
 
     # scipy.stats and statsmodels take ~1 s to import, a third of the report's budget (issue 12)
-    code = ("import sys, grpo_rank.stats; "
+    code = ("import sys, grpo_rank.analysis.stats; "
             "print(sorted(m for m in ('torch', 'scipy', 'statsmodels') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"

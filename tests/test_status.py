@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from grpo_rank.records import GRADS, OUTCOMES, RESULT, RUNS, TRAIN_LOG, append_jsonl, read_jsonl, write_jsonl
-from grpo_rank.result import read_result
-from grpo_rank.status import parse_sacct, sweep_status
-
-from .conftest import ROOT, TINY, run_cli, slurm_up
+from grpo_rank.record.files import GRADS, OUTCOMES, RESULT, RUNS, TRAIN_LOG, append_jsonl, read_jsonl, write_jsonl
+from grpo_rank.record.result import read_result
+from grpo_rank.sweep.status import parse_sacct, sweep_status
+from tests.conftest import ROOT, TINY, run_cli, slurm_up
 
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # two jobs: 64 hidden units split into 4 heads (finishes), and into 3 (fails when the model is built)
@@ -130,7 +129,7 @@ def test_a_job_killed_without_a_record_is_failed_not_running(sweep, tmp_path):
 
 
 def test_a_job_of_the_sweep_without_a_folder_is_not_started(sweep, tmp_path):
-    from grpo_rank.naming import job_dir_name
+    from grpo_rank.sweep.naming import job_dir_name
 
     copy = copy_sweep(sweep, tmp_path / "sweep")
     mr = OmegaConf.load(copy / "multirun.yaml")

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.profile_cache import ProfileCache
-from grpo_rank.records import GRADS, RESULT, RUNS, read_grad_records, read_jsonl
-from grpo_rank.result import read_result
-from grpo_rank.sweep import finished_result
-from grpo_rank.threads import launcher_parallelism, plan_threads
-
-from .conftest import ROOT, TINY, compose, job_folders, run_cli, summary_lines, slurm_up
+from grpo_rank.profiling.cache import ProfileCache
+from grpo_rank.record.files import GRADS, RESULT, RUNS, read_grad_records, read_jsonl
+from grpo_rank.record.result import read_result
+from grpo_rank.runtime.threads import launcher_parallelism, plan_threads
+from grpo_rank.sweep.runlog import finished_result
+from tests.conftest import ROOT, TINY, compose, job_folders, run_cli, slurm_up, summary_lines
 
 
 def computed(cache: Path) -> list[dict]:
@@ -37,7 +36,7 @@ def test_launchers_compose(launcher, tmp_path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from .conftest import CONF
+    from tests.conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="config", return_hydra_config=True,
@@ -63,9 +62,8 @@ def test_resources_set_the_slurm_launcher_in_one_choice(resources, expected, tmp
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from grpo_rank.config import result_payload, to_typed
-
-    from .conftest import CONF
+    from grpo_rank.config.schema import result_payload, to_typed
+    from tests.conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="config", return_hydra_config=True,
@@ -101,7 +99,7 @@ def test_threads_follow_the_launcher(explicit, launcher, env, expected):
 
 
 def test_new_settings_are_typed():
-    from grpo_rank.config import to_typed
+    from grpo_rank.config.schema import to_typed
 
     cfg = to_typed(compose("force=true", "grpo.save_steps=5", "profile.cache_dir=/tmp/p"))
     assert (cfg.force, cfg.grpo.save_steps, cfg.profile.cache_dir) == (True, 5, "/tmp/p")

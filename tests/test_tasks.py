@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_rank.config import TaskConfig
-from grpo_rank.evaluate import wilson_interval
-from grpo_rank.tasks import gsm8k_gold, load_split, messages, prompt_dataset
-
-from .conftest import GSM8K
+from grpo_rank.config.schema import TaskConfig
+from grpo_rank.data.tasks import gsm8k_gold, load_split, messages, prompt_dataset
+from grpo_rank.evaluation.evaluate import wilson_interval
+from tests.conftest import GSM8K
 
 
 @pytest.mark.skipif(not GSM8K.exists(), reason="needs ../shared/data/gsm8k")
@@ -51,9 +50,8 @@ def test_wilson_interval():
 
 
 def test_few_shot_is_a_task_option_off_for_the_paper():
-    from grpo_rank.tasks import SHOT, messages
-
-    from .conftest import typed
+    from grpo_rank.data.tasks import SHOT, messages
+    from tests.conftest import typed
 
     with_shot, without = messages("Q?", "sys", True), messages("Q?", "sys", False)
     assert with_shot[1:-1] == SHOT and [m["role"] for m in without] == ["system", "user"]

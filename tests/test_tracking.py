@@ -8,9 +8,8 @@ import signal
 import subprocess
 import sys
 
-from grpo_rank.job import run_job
-
-from .conftest import ROOT, JobFiles, TINY, detached_wandb_service, typed
+from grpo_rank.pipeline.job import run_job
+from tests.conftest import ROOT, TINY, JobFiles, detached_wandb_service, typed
 
 
 def test_a_wandb_failure_does_not_fail_the_job(tmp_path, cache_dir):
@@ -30,7 +29,7 @@ def test_a_wandb_failure_does_not_fail_the_job(tmp_path, cache_dir):
 SINK = """
 import sys, time
 from pathlib import Path
-from grpo_rank.tracking import WandbSink
+from grpo_rank.pipeline.tracking import WandbSink
 sink = WandbSink(mode="offline", project="p", entity=None, group="g", name="n", tags=[], config={},
                  directory=Path(sys.argv[1]), run_id="reclaimedrun0001")
 sink.log({"x": int(sys.argv[2])})

@@ -9,11 +9,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from grpo_rank import models
-from grpo_rank.tasks import load_split, prompt_dataset
-from grpo_rank.train import train
-
-from .conftest import TINY, typed
+from grpo_rank.data import models
+from grpo_rank.data.tasks import load_split, prompt_dataset
+from grpo_rank.training.train import train
+from tests.conftest import TINY, typed
 
 MAX_NORM = 1e-4  # far below the raw norm, so clipping visibly changes the gradients
 

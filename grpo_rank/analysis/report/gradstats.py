@@ -1,0 +1,240 @@
+"""The study's gradient statistics in long form (stats.csv), and the same measured against the LoRA
+scaling artefact (issue 8).
+
+The artefact: PEFT scales a LoRA module by s(r), and at initialisation (B = 0) its gradient is all in B
+with ||grad B|| ~ s(r) sqrt(r). With fixed alpha (s = alpha / r, the study's setting) that is
+alpha / sqrt(r): a module's gradient norm falls with its rank, slope -1/2 in log-log, whatever the
+layer's importance; rsLoRA (s = alpha / sqrt(r)) leaves it flat (0) and alpha_mode=per_rank (s =
+alpha / lora.r everywhere) makes it rise as sqrt(r) (+1/2). A rank-shift correlation on raw norms
+therefore measures the scaling as much as the landscape. Per pair of a re-allocated run and its
+same-seed uniform run, besides the study's statistics:
+- the scaling slope: OLS of d(l) = mean_m log(n(l, m) / n_unif(l, m)) on x(l) = log(r(l) / r_unif(l)),
+  n a module's norm averaged over the training steps, and at the first recorded step (init);
+- amplification and rank-shift correlation on three views of S(l) (VIEWS): raw LoRA norms (the
+  study's), scaling-normalised ones (importance.scaling_normalised divides s(r) sqrt(r) out of every
+  module norm, relative to the uniform rank) and the full-weight signal ||dL/dW||, which no LoRA rank
+  or alpha moves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from grpo_rank.allocation.importance import PROJECTIONS, SCALING_SLOPES, scaling_normalised
+from grpo_rank.analysis import stats
+from grpo_rank.analysis.report.jobs import (
+    Arm,
+    Job,
+    ModuleNorms,
+    arm_name,
+    arms_of,
+    rank_varies,
+    seed_label,
+    uniform_reference,
+)
+
+STATS_COLUMNS = [*Arm._fields, "seed", "subset", "statistic", "value", "ci_low", "ci_high", "n", "note"]
+# statistic-name suffix -> the S(l) it is computed on
+VIEWS = {"": "raw LoRA norms", "_normalised": "scaling-normalised LoRA norms", "_full_weight": "full-weight signal"}
+FULL_WEIGHT_SLOPE = 0.0  # ||dL/dW|| of the frozen weight does not depend on the LoRA rank
+# statistic -> (signal, reduction of the module norms)
+SLOPES = {"scaling_slope": ("norms", "mean"), "scaling_slope_init": ("norms", "first"),
+          "scaling_slope_full_weight": ("full_weight", "mean"),
+          "scaling_slope_full_weight_init": ("full_weight", "first")}
+ATTENTION = PROJECTIONS[:4]
+FFN = PROJECTIONS[4:]
+
+
+def stat_row(arm: Arm, seed: str, subset: str, statistic: str, value: float, lo=math.nan, hi=math.nan,
+             n: int | str = "", note: str = "") -> dict:
+    return {**arm._asdict(), "seed": seed, "subset": subset, "statistic": statistic, "value": value,
+            "ci_low": lo, "ci_high": hi, "n": n, "note": note}
+
+
+def predicted_slope(arm: Arm, signal: str = "norms") -> str:
+    """The scaling slope at init that the alpha mode alone produces (SCALING_SLOPES; 0 for full weight),
+    as printed: -0.5, 0, 0.5, or n/a for an alpha mode the report does not know."""
+    slope = FULL_WEIGHT_SLOPE if signal == "full_weight" else SCALING_SLOPES.get(arm.alpha_mode)
+    return "n/a" if slope is None else f"{slope:g}"
+
+
+def normalisation(job: Job) -> np.ndarray | None:
+    """Per layer, the factor s(r0) sqrt(r0) / (s(r) sqrt(r)) that importance.scaling_normalised puts on
+    each module norm (all ones for a run at the uniform rank r0); None without ranks or a known mode."""
+    ranks, r0 = job.ranks, job.rank_uniform
+    if not ranks or r0 is None or job.alpha_mode not in SCALING_SLOPES:
+        return None
+    # alpha cancels in that ratio in every alpha mode; 1.0 stands in where the record has none
+    return scaling_normalised(np.ones(len(ranks)), job.alpha_mode, job.alpha or 1.0, r0, ranks)
+
+
+def layer_map(job: Job, view: str) -> np.ndarray | None:
+    """S(l) of one view (VIEWS) of a job's training gradients; None where the job lacks it."""
+    g = job.grads
+    if view == "":
+        return g.importance
+    if view == "_normalised":
+        f = normalisation(job)
+        # the factor is per layer, so normalising each step's module norms then averaging is this
+        return None if f is None or f.size != g.num_layers else (g.norms.mean * f[:, None]).sum(axis=1)
+    return g.full_weight.mean.sum(axis=1) if g.full_weight is not None else None
+
+
+def _common(mine: ModuleNorms, theirs: ModuleNorms, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two runs' (layers x modules) norms on the modules both recorded, in one order."""
+    common = [m for m in mine.modules if m in theirs.modules]
+    return (getattr(mine, which)[:, [mine.modules.index(m) for m in common]],
+            getattr(theirs, which)[:, [theirs.modules.index(m) for m in common]])
+
+
+def slope_rows(arm: Arm, j: Job, ref: Job, ref_note: str) -> list[dict]:
+    """The scaling slopes of one run against its same-seed uniform run, with OLS t-intervals."""
+    if not (j.ranks and ref.ranks and len(j.ranks) == len(ref.ranks) == j.grads.num_layers):
+        return []
+    rows = []
+    for statistic, (signal, which) in SLOPES.items():
+        mine, theirs = getattr(j.grads, signal), getattr(ref.grads, signal)
+        if mine is None or theirs is None or not mine.mean.shape[0] == theirs.mean.shape[0] == len(j.ranks):
+            continue
+        if which == "first" and (mine.first is None or theirs.first is None):
+            continue  # a run with no gradient at any step has no "at init"; load() notes it
+        fit = stats.log_ratio_slope(*_common(mine, theirs, which), j.ranks, ref.ranks)
+        skipped = " with a gradient" if mine.empty_steps or theirs.empty_steps else ""
+        when = (f"first recorded step{skipped} (step {mine.first_step} vs {theirs.first_step})"
+                if which == "first" else "norms averaged over the training steps")
+        note = (f"{ref_note}; {when}; OLS over {int(fit['n'])} layers; predicted at init "
+                f"{predicted_slope(arm, signal)}" + (f" (alpha_mode={arm.alpha_mode})" if signal == "norms" else ""))
+        rows.append(stat_row(arm, seed_label(j), "all", statistic, fit["slope"], fit["low"], fit["high"],
+                             int(fit["n"]), note))
+    return rows
+
+
+def view_maps(j: Job, ref: Job):
+    """Per view (VIEWS) both runs have on the same layers: (view, S(l) of the run, S(l) of its uniform
+    reference, the run's shift in S(l) share, or None when its ranks do not cover its layers)."""
+    for view in VIEWS:
+        s_x, s_u = layer_map(j, view), layer_map(ref, view)
+        if s_x is None or s_u is None or s_x.size != s_u.size:
+            continue
+        shift = stats.shares(s_x) - stats.shares(s_u) if j.ranks and len(j.ranks) == s_x.size else None
+        yield view, s_x, s_u, shift
+
+
+def pair_rows(arm: Arm, j: Job, ref: Job, ref_note: str) -> tuple[list[dict], dict[str, tuple]]:
+    """Per view: amplification (max/min and CV ratios) and the rank-shift correlation of one run vs its
+    same-seed uniform run; then the scaling slopes. Also each view's (ranks, shift) for pooling."""
+    rows, vectors, seed = [], {}, seed_label(j)
+    for view, s_x, s_u, shift in view_maps(j, ref):
+        rows.append(stat_row(arm, seed, "all", f"amplification_max_min{view}",
+                             stats.max_min_ratio(s_x) / stats.max_min_ratio(s_u), note=ref_note))
+        rows.append(stat_row(arm, seed, "all", f"amplification_cv{view}", stats.cv(s_x) / stats.cv(s_u),
+                             note=ref_note))
+        if shift is not None:
+            corr = stats.correlation(j.ranks, shift)
+            for key in ("pearson", "spearman"):
+                rows.append(stat_row(arm, seed, "all", f"rank_shift_{key}{view}", corr[key], note=ref_note))
+            vectors[view] = (np.asarray(j.ranks, dtype=float), shift)
+    return rows + slope_rows(arm, j, ref, ref_note), vectors
+
+
+def _job_stats(arm: Arm, j: Job) -> list[dict]:
+    """One job's concentration, stability and module-share statistics."""
+    g, seed = j.grads, seed_label(j)
+    top = f"k={stats.top_count(g.num_layers)} of {g.num_layers} layers"
+
+    def concentration(subset: str, values: np.ndarray) -> list[dict]:
+        return [stat_row(arm, seed, subset, key, value, note=top if key.startswith("top") else "")
+                for key, value in stats.concentration(values).items()]
+
+    rows = concentration("all", g.importance)
+    # same-shape statistics on scaling-normalised norms: the rank moves A's and B's shapes and the scaling
+    f = normalisation(j)
+    f = f if f is not None and f.size == g.num_layers else 1.0
+    for proj in g.modules:
+        rows += concentration(proj, g.module_importance(proj) * f)
+    el = g.early_late
+    note = (f"first {int(el['n_early'])} vs last {int(el['n_late'])} of {g.n_steps} steps"
+            + ("; windows overlap" if el["overlap"] else ""))
+    rows.append(stat_row(arm, seed, "all", "early_late_pearson", el["pearson"], note=note))
+    rows.append(stat_row(arm, seed, "all", "early_late_spearman", el["spearman"], note=note))
+    groups = {"attention": ATTENTION, "ffn": FFN, **{p: (p,) for p in g.modules}}
+    rows += [stat_row(arm, seed, "modules", f"share_{name}", value)
+             for name, value in stats.group_shares(g.module_totals, groups).items()]
+    return rows
+
+
+def _with_means(per_seed: list[dict]) -> list[dict]:
+    """Append, per (arm, subset, statistic), the mean over seeds with its t-interval (seed = 'mean')."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in per_seed:
+        groups[(Arm(*(r[f] for f in Arm._fields)), r["subset"], r["statistic"])].append(r)
+    out = list(per_seed)
+    for (arm, subset, statistic), rows in groups.items():
+        vals = [r["value"] for r in rows if np.isfinite(r["value"])]
+        if not vals:
+            continue
+        mean, lo, hi = stats.t_interval(vals)
+        notes = sorted({r["note"] for r in rows if r["note"]})
+        out.append(stat_row(arm, "mean", subset, statistic, mean, lo, hi, len(vals), "; ".join(notes)))
+    return out
+
+
+def _pairs(arms: dict, arm: Arm):
+    """(note, run, its same-seed uniform run) for every run of a re-allocated arm with gradient records."""
+    with_grads = [j for j in arms[arm] if j.grads is not None]
+    ref_arm = uniform_reference(arms, arm) if arm.strategy not in ("none", "uniform") and with_grads else None
+    if ref_arm is None:
+        return
+    ref_by_seed = {j.seed: j for j in arms[ref_arm] if j.grads is not None}
+    for j in with_grads:
+        ref = ref_by_seed.get(j.seed)
+        if ref is not None and ref.grads.num_layers == j.grads.num_layers:
+            yield f"vs {arm_name(ref_arm)}", j, ref
+
+
+def stats_rows(jobs: list[Job]) -> list[dict]:
+    """The study's statistics in long form: per seed (seed = 's0', ...), their mean over seeds
+    (seed = 'mean', with a t-interval) and pooled rank-shift correlations (seed = 'pooled', with a
+    bootstrap interval over seeds). Early/late windows were fixed when the jobs were loaded."""
+    arms = arms_of(jobs)
+    per_seed: list[dict] = []
+    pooled: list[dict] = []
+    for arm, arm_jobs in arms.items():
+        for j in arm_jobs:
+            if j.grads is not None:
+                per_seed += _job_stats(arm, j)
+        by_view: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        ref_note = ""
+        for ref_note, j, ref in _pairs(arms, arm):
+            rows, vectors = pair_rows(arm, j, ref, ref_note)
+            per_seed += rows
+            for view, (ranks, shift) in vectors.items():
+                by_view[view][0].append(ranks)
+                by_view[view][1].append(shift)
+        for view, (ranks_all, shifts_all) in by_view.items():
+            boot = stats.seed_bootstrap_correlation(ranks_all, shifts_all)
+            note = ref_note + ("; bootstrap over seeds" if len(ranks_all) >= 2 else "; one seed: no interval")
+            for key in ("pearson", "spearman"):
+                pooled.append(stat_row(arm, "pooled", "all", f"rank_shift_{key}{view}", boot[key],
+                                       boot[f"{key}_low"], boot[f"{key}_high"], len(ranks_all), note))
+    return _with_means(per_seed) + pooled
+
+
+RANK_SHIFT_COLUMNS = ["arm", "seed", "view", "layer", "rank", "shift"]
+
+
+def rank_shift_rows(jobs: list[Job]) -> list[dict]:
+    """Per re-allocated run, view and layer: its rank and its shift in S(l) share against the same-seed
+    uniform run (the points behind the rank-shift correlations; rank_shift.csv, the W&B scatter)."""
+    rows, arms = [], arms_of(jobs)
+    show_r = rank_varies(arms)  # the arm is named: with lora.r where arms differ in it
+    for arm in arms:
+        for _, j, ref in _pairs(arms, arm):
+            for view, _, _, shift in view_maps(j, ref):
+                if shift is not None:
+                    rows += [{"arm": arm_name(arm, show_r), "seed": seed_label(j), "view": VIEWS[view], "layer": layer,
+                              "rank": int(r), "shift": float(d)} for layer, (r, d) in enumerate(zip(j.ranks, shift))]
+    return rows

@@ -1,0 +1,200 @@
+"""The report's tables as lists of rows (dicts): Table 1, every job, and the paired tests; computed from
+the jobs' reduced arrays (discover.load), written as CSV. The statistics in long form are gradstats.py's.
+
+Every statistic is a function of grpo_rank/analysis/stats.py; the markdown's "Definitions" section says which.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from grpo_rank.analysis import stats
+from grpo_rank.analysis.report.jobs import (
+    Arm,
+    Job,
+    arm_name,
+    arm_sort_key,
+    arms_of,
+    base_reference,
+    seed_label,
+    uniform_reference,
+)
+
+PAIRED_COLUMNS = [*Arm._fields, "reference", "seeds", "n_questions", "n_pairs", "acc_reference", "acc_strategy",
+                  "diff", "diff_low", "diff_high", "b_reference_only", "c_strategy_only", "mcnemar_p"]
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return "inf" if math.isinf(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def interval(lo, hi, digits: int = 3) -> str:
+    if lo is None or hi is None or any(isinstance(v, float) and math.isnan(v) for v in (lo, hi)):
+        return "n/a"
+    return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    if not rows:
+        return "_none_\n"
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    # a pipe inside a cell would end it early
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def arm_labels(arm, fields: list[str]) -> list:
+    """An arm's (an Arm's or a row's) values of `fields` as a table shows them: the base model has no
+    algorithm or lora.r of its own ("-"), and a missing lora.r is "-"."""
+    get = (lambda f: arm[f]) if isinstance(arm, dict) else (lambda f: getattr(arm, f))
+    base = get("strategy") == "none"
+    return ["-" if (f == "r" and get(f) in (None, "")) or (base and f in ("algorithm", "r")) else get(f)
+            for f in fields]
+
+
+def table1_rows(jobs: list[Job]) -> list[dict]:
+    """Table 1: one row per arm, also for arms with no finished job."""
+    arms = arms_of(jobs)
+    all_arms: dict[Arm, float | None] = {arm: js[0].budget_fraction for arm, js in arms.items()}
+    for job in jobs:
+        if job.superseded_by is None and "?" not in (job.strategy, job.budget) and job.arm not in all_arms:
+            all_arms[job.arm] = job.budget_fraction
+    rows = []
+    for arm in sorted(all_arms, key=lambda a: arm_sort_key(a, all_arms[a])):
+        done = arms.get(arm, [])
+        mine = [j for j in jobs if j.arm == arm and j.superseded_by is None]
+        evals = [(j, j.result.eval) for j in done if j.result.eval is not None]
+        ranks = [r for j in done for r in (j.ranks or [])]
+        accs = [ev.accuracy for _, ev in evals]
+        mean, lo, hi = stats.t_interval(accs) if accs else (math.nan, math.nan, math.nan)
+        params = sorted({j.params for j in done if j.params is not None})
+        rows.append({
+            **arm._asdict(),
+            "budget_fraction": all_arms[arm] if all_arms[arm] is not None else "",
+            "rank_min": min(ranks) if ranks else "", "rank_max": max(ranks) if ranks else "",
+            "rank_range": (f"{min(ranks)}-{max(ranks)}" if ranks
+                           else ("none (base model)" if arm.strategy == "none" else "")),
+            "rank_total": "; ".join(sorted({str(sum(j.ranks)) for j in done if j.ranks})),
+            "trainable_params": "-".join(str(p) for p in (params[:1] + params[-1:] if len(params) > 1 else params)),
+            "seeds": " ".join(seed_label(j) for j in done),
+            "accuracy_per_seed": "; ".join(f"{seed_label(j)} {ev.accuracy:.4f}" for j, ev in evals),
+            "accuracy_mean": mean if accs else "",
+            "accuracy_ci95_low": lo if len(accs) >= 2 else "n/a",
+            "accuracy_ci95_high": hi if len(accs) >= 2 else "n/a",
+            "accuracy_interval": "t-interval across seeds" if len(accs) >= 2 else "n/a (fewer than 2 seeds)",
+            "wilson_per_run": "; ".join(f"{seed_label(j)} {interval(ev.ci_low, ev.ci_high)}" for j, ev in evals),
+            # the study's "Wilson" +- values are this normal approximation, in accuracy points
+            "normal_half_width_per_run": "; ".join(
+                f"{seed_label(j)} ±{fmt(100 * stats.normal_half_width(ev.accuracy, ev.n), 2)}" for j, ev in evals),
+            "n_questions": "; ".join(str(n) for n in sorted({ev.n for _, ev in evals})),
+            "parse_failure_rate_mean": float(np.mean([ev.parse_failure_rate for _, ev in evals])) if evals else "",
+            "n_ok": len(done),
+            "n_failed": sum(j.status == "failed" for j in mine),
+            "n_missing": sum(j.status not in ("ok", "failed") for j in mine),
+        })
+    return rows
+
+
+def run_rows(jobs: list[Job]) -> list[dict]:
+    """Every job found or expected, one row each, with its status."""
+    rows = []
+    for j in jobs:
+        ev = j.result.eval if j.result else None
+        train = j.result.train if j.result else None
+        ranks = j.ranks
+        rows.append({
+            "sweep": str(j.sweep), "job": j.name, "status": j.status, "detail": j.detail,
+            "superseded_by": j.superseded_by or "", "model": j.model, "task": j.task, "strategy": j.strategy,
+            "budget": j.budget, "alpha_mode": j.alpha_mode, "signal": j.signal, "algorithm": j.algorithm,
+            "r": "" if j.r_uniform is None else j.r_uniform, "seed": "" if j.seed is None else j.seed,
+            "accuracy": ev.accuracy if ev else "", "correct": ev.correct if ev else "", "n": ev.n if ev else "",
+            "wilson_low": ev.ci_low if ev else "", "wilson_high": ev.ci_high if ev else "",
+            "normal_half_width": stats.normal_half_width(ev.accuracy, ev.n) if ev else "",
+            "parse_failure_rate": ev.parse_failure_rate if ev else "",
+            "rank_min": min(ranks) if ranks else "", "rank_max": max(ranks) if ranks else "",
+            "rank_total": sum(ranks) if ranks else "", "trainable_params": "" if j.params is None else j.params,
+            "nonzero_spread_fraction": train.nonzero_spread_fraction if train else "",
+            "grad_steps": j.grads.n_steps if j.grads is not None else "",
+        })
+    return rows
+
+
+def _aligned(ref: Job, other: Job) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Question ids both jobs answered, in the reference's order, and each job's correctness on them."""
+    mine = dict(zip(other.outcomes.ids, other.outcomes.correct.tolist()))
+    theirs = dict(zip(ref.outcomes.ids, ref.outcomes.correct.tolist()))
+    ids = [i for i in ref.outcomes.ids if i in mine]
+    return ids, np.array([theirs[i] for i in ids], dtype=bool), np.array([mine[i] for i in ids], dtype=bool)
+
+
+def _pairs(arm_jobs: list[Job], ref_jobs: list[Job], is_base: bool) -> list[tuple[Job, Job]]:
+    """Each job with its reference: the same seed; the base model, which is not trained, serves every
+    seed with its one evaluation when it has no twin."""
+    pairs = []
+    for j in arm_jobs:
+        if j.outcomes is None:
+            continue
+        same = [r for r in ref_jobs if r.seed == j.seed]
+        ref = same[0] if same else (ref_jobs[0] if is_base and ref_jobs else None)
+        if ref is not None:
+            pairs.append((j, ref))
+    return pairs
+
+
+def paired_rows(jobs: list[Job]) -> list[dict]:
+    """Each strategy vs uniform and vs the base model, on the questions both answered: per seed pair and
+    pooled over seed pairs (exact McNemar on the summed discordant counts; bootstrap over questions)."""
+    arms = arms_of(jobs)
+    rows = []
+    for arm, arm_jobs in arms.items():
+        refs = []
+        if arm.strategy not in ("uniform", "none"):
+            refs.append(uniform_reference(arms, arm))
+        if arm.strategy != "none":
+            refs.append(base_reference(arms, arm))
+        for ref_arm in [r for r in refs if r is not None]:
+            is_base = ref_arm.strategy == "none"
+            label = "none (base model)" if is_base else arm_name(ref_arm)
+            pairs = _pairs(arm_jobs, [j for j in arms[ref_arm] if j.outcomes is not None], is_base)
+            aligned = [_aligned(ref, j) for j, ref in pairs]
+            for (j, ref), (ids, a, b) in zip(pairs, aligned):
+                if ids:
+                    rows.append(paired_row(arm, label, f"{seed_label(j)} vs {seed_label(ref)}", a[None, :], b[None, :]))
+            if len(pairs) < 2:
+                continue
+            common = set.intersection(*(set(ids) for ids, _, _ in aligned))
+            if common:
+                keep = [np.array([i in common for i in ids], dtype=bool) for ids, _, _ in aligned]
+                rows.append(paired_row(arm, label, f"pooled ({len(pairs)} pairs)",
+                                       np.array([a[k] for (_, a, _), k in zip(aligned, keep)]),
+                                       np.array([b[k] for (_, _, b), k in zip(aligned, keep)])))
+    return rows
+
+
+def paired_row(arm: Arm, ref_label: str, seeds: str, ref: np.ndarray, other: np.ndarray) -> dict:
+    b = int(np.sum(ref & ~other))
+    c = int(np.sum(~ref & other))
+    mc = stats.mcnemar_counts(b, c, both=int(np.sum(ref & other)), neither=int(np.sum(~ref & ~other)))
+    boot = stats.paired_bootstrap_diff(ref.astype(float), other.astype(float))
+    return {**arm._asdict(), "reference": ref_label, "seeds": seeds, "n_questions": ref.shape[1],
+            "n_pairs": ref.shape[0], "acc_reference": float(ref.mean()), "acc_strategy": float(other.mean()),
+            "diff": boot["diff"], "diff_low": boot["low"], "diff_high": boot["high"], "b_reference_only": b,
+            "c_strategy_only": c, "mcnemar_p": mc["pvalue"]}
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            # repr keeps every digit of a float, so a reader gets back the number the report computed
+            w.writerow({k: repr(float(v)) if isinstance(v, (float, np.floating)) else v for k, v in r.items()})

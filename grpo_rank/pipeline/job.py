@@ -1,0 +1,226 @@
+"""One job of the study, as a table of contents: load -> profile -> allocate -> train -> evaluate -> record.
+
+Each stage lives in its own module and returns its typed part of the job record (result.py):
+
+    load      models.load, training_data          the model, tokenizer and data (prompts, or solutions for sft)
+    profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
+                                                  whose training is the profile publishes it (train)
+    allocate  allocate.plan, train.planned_params per-layer ranks (Allocation) and Params
+    train     train.train                         TrainInfo, the trained model, gradient records
+    evaluate  evaluate.evaluate                   EvalSummary and per-question outcomes
+    record    result.write_result, records.*      result.json and the other files, also on failure
+
+run.py is the command line around it (Hydra, skip/force, errors); this module is what a job computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grpo_rank.allocation import lora
+from grpo_rank.allocation.allocate import STRATEGIES, Bounds, plan
+from grpo_rank.allocation.importance import FULL_WEIGHT, layer_importance
+from grpo_rank.config.schema import RunConfig
+from grpo_rank.data import models
+from grpo_rank.data.tasks import load_split, prompt_dataset, solution_dataset
+from grpo_rank.errors import one_line
+from grpo_rank.evaluation.evaluate import evaluate
+from grpo_rank.objective.algorithms import ALGORITHMS
+from grpo_rank.pipeline import tracking
+from grpo_rank.record.files import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_records, write_jsonl
+from grpo_rank.record.result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
+from grpo_rank.record.version import code_version
+from grpo_rank.runtime import device, distributed
+from grpo_rank.runtime.threads import ThreadPlan
+from grpo_rank.training import adalora
+from grpo_rank.training import profile as profiling
+from grpo_rank.training.train import planned_params, train
+
+log = logging.getLogger("grpo_rank")
+
+
+class Laps:
+    """Wall seconds per stage, into the record's `timings` as <stage>_s."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings, self.start = timings, time.perf_counter()
+        self.last = self.start
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"{stage}_s"] = round(now - self.last, 3)
+        self.last = now
+
+    def total(self) -> None:
+        self.timings["total_s"] = round(time.perf_counter() - self.start, 3)
+
+
+def runtime_info(cfg: RunConfig, plan: ThreadPlan | None) -> RuntimeInfo:
+    rt = device.runtime(cfg.model.dtype, cfg.grpo.use_vllm)
+    return RuntimeInfo(host=socket.gethostname(), threads=torch.get_num_threads(),
+                       threads_source=plan.source if plan else "torch default", device=rt["device"],
+                       dtype=rt["dtype"], vllm=rt["vllm"], code_version=code_version())
+
+
+def training_data(cfg: RunConfig):
+    """The training split as the algorithm reads it: prompts for a rewarded one, gold solutions for sft."""
+    build = prompt_dataset if ALGORITHMS[cfg.algorithm.name].rewarded else solution_dataset
+    return build(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
+
+
+def allocation_table(ranks, importance) -> str:
+    lines = ["layer  rank  importance_share"]
+    tot = sum(importance) if importance else 0.0
+    for i, r in enumerate(ranks):
+        share = f"{importance[i] / tot:.4f}" if importance and tot > 0 else "-"
+        lines.append(f"{i:5d}  {r:4d}  {share}")
+    lines.append(f"total  {sum(ranks)}")
+    return "\n".join(lines)
+
+
+def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
+            thread_plan: ThreadPlan | None = None) -> JobResult:
+    """Runs one job and returns its record; result.json is written even when the job fails."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    ident = tracking.identity(cfg, job_dir)
+    # runtime_info resolves use_vllm: true without a GPU is an InputError here, before any model loads
+    result = JobResult(status="running", job=ident, config=resolved if resolved is not None else asdict(cfg),
+                       runtime=runtime_info(cfg, thread_plan))
+    main = distributed.is_main()  # of a multi-process job (distributed.py) only rank 0 writes and evaluates
+    sink = tracking.open_run(cfg, ident, result.config, job_dir) if main else tracking.WandbSink.off()
+    result.wandb = sink.info()
+    strategy = STRATEGIES[cfg.strategy.name]
+    grads: list[dict[str, np.ndarray]] = []  # every phase's gradient records, written whatever happens
+    reward_grads: list[dict[str, np.ndarray]] = []  # profile.per_reward: each phase's per-reward split
+    laps = Laps(result.timings)
+    try:
+        # load: the architecture alone for a dry run, else the model and the data
+        if cfg.dry_run:
+            hf, model, tokenizer, train_set = models.hf_config(cfg.model, cfg.cache_dir), None, None, None
+        else:
+            log.info("loading model %s", cfg.model.name)
+            model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+            hf = model.config
+            train_set = training_data(cfg)
+        n_layers = lora.num_layers(hf)
+        laps("load")
+
+        importance = None
+        if strategy.needs_profile:
+            prof = profiling.profile(cfg, model, tokenizer, train_set, n_layers, job_dir,
+                                     on_step=tracking.Streamer(sink, "profile").step,
+                                     on_log=tracking.Streamer(sink, "profile").log)
+            importance, result.profile = prof.importance, prof.info
+            if prof.grads:
+                grads.append(prof.grads)
+            if prof.reward_grads:
+                reward_grads.append(prof.reward_grads)
+            if prof.base_touched:  # the profiling phase trained this model: start the next from a clean base
+                model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+            laps("profile")
+
+        bounds = Bounds(cfg.lora.r_min, cfg.lora.r_max, cfg.lora.multiple)
+        result.allocation = plan(cfg.strategy.name, importance, r=cfg.lora.r, num_layers=n_layers,
+                                 fraction=cfg.budget.fraction, bounds=bounds, seed=cfg.seed)
+        ranks = result.allocation.ranks
+        result.params = Params(planned=planned_params(cfg, hf, ranks), built=None)
+        if ranks:
+            sink.table("allocation", ["layer", "rank", "importance"],
+                       [[i, r, importance[i] if importance else None] for i, r in enumerate(ranks)])
+            sink.summary({"params/trainable": result.params.planned, "allocation/total_rank": sum(ranks)})
+        if cfg.dry_run:
+            return _dry_run(cfg, result, hf)
+        laps("allocate")
+
+        if strategy.trains:
+            streams = dict(on_step=tracking.Streamer(sink, "train").step, on_log=tracking.Streamer(sink, "train").log)
+            if profiling.publishes(cfg, ranks, n_layers):  # this training is also the gradient-aware arms' profile
+                out, result.profile = profiling.train_publishing(cfg, model, tokenizer, train_set, ranks, job_dir,
+                                                                 **streams)
+            else:
+                out = train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
+                            job_dir=job_dir, **streams)
+            grads.append(out.grads)
+            if out.reward_grads:
+                reward_grads.append(out.reward_grads)
+            model = out.model
+            result.params.built = out.built_params
+            if strategy.adaptive:  # the ranks AdaLoRA ended on; the trajectory is in the gradient records
+                result.adaptive = adalora.adaptive_info(out.model, cfg, hf, n_layers, adalora.target_total(cfg, ranks))
+            result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
+                                     importance=layer_importance(out.grads, "train").tolist(),
+                                     importance_full_weight=_full_weight_importance(out.grads),
+                                     resumed_from_step=out.resumed_from,
+                                     reward_split_residual=out.reward_residual)
+            sink.summary({"params/trainable": out.built_params,
+                          "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
+        laps("train")
+        if not main:  # training was the collective part; rank 0 evaluates and records
+            result.status = "ok"
+            return result
+
+        test = load_split(cfg.task, cfg.eval.split)
+        test = test[: cfg.eval.n] if cfg.eval.n else test
+        ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
+                      max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot,
+                      scoring=cfg.eval.scoring)
+        result.eval = ev.summary(cfg.eval.split)
+        write_jsonl(job_dir / OUTCOMES, ev.outcomes)
+        metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        sink.summary(metrics)  # evaluation is one number per run, not a point on the step axis
+        if ev.outcomes:
+            columns = list(ev.outcomes[0])
+            sink.table("eval/outcomes", columns, [[_cell(o.get(c)) for c in columns] for o in ev.outcomes])
+        laps("eval")
+        result.status = "ok"
+        return result
+    except Exception as exc:
+        result.status, result.error = "failed", one_line(exc)
+        if main:
+            (job_dir / "error.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        # record: whatever was computed is kept, also when a later stage failed
+        laps.total()
+        if main and grads:
+            write_grad_records(job_dir / GRADS, {c: np.concatenate([g[c] for g in grads]) for c in grads[0]})
+        if main and reward_grads:
+            write_grad_records(job_dir / REWARD_GRADS, {c: np.concatenate([g[c] for g in reward_grads])
+                                                        for c in REWARD_COLUMNS}, REWARD_COLUMNS)
+        sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
+        result.wandb.error = sink.error
+        if main:
+            write_result(job_dir, result)
+
+
+def _cell(value):
+    """A W&B table cell: one type per column, so a missing parse is an empty string, not None."""
+    return value if isinstance(value, (bool, int, float, str)) else ("" if value is None else str(value))
+
+
+def _full_weight_importance(grads: dict[str, np.ndarray]) -> list[float] | None:
+    """S(l) on the frozen weights' gradients, when they were recorded (profile.full_weight)."""
+    if FULL_WEIGHT not in set(np.asarray(grads["matrix"]).astype(str).tolist()):
+        return None
+    return layer_importance(grads, "train", signal="full_weight").tolist()
+
+
+def _dry_run(cfg: RunConfig, result: JobResult, hf) -> JobResult:
+    """The allocation and the exact trainable count (PEFT built on the meta device), nothing trained."""
+    alloc = result.allocation
+    if alloc.ranks and not STRATEGIES[cfg.strategy.name].adaptive:  # adalora's ranks are only known once trained
+        result.params.built = lora.meta_build(hf, alloc.ranks, cfg.lora)
+        print(allocation_table(alloc.ranks, alloc.importance))
+    print(f"strategy={cfg.strategy.name} budget={cfg.budget.name} ({alloc.budget_total} of "
+          f"{cfg.lora.r * alloc.num_layers} rank): {result.params.planned:,} trainable LoRA parameters")
+    result.status = "dry_run"
+    return result

@@ -1,0 +1,66 @@
+"""What the machine can do (CUDA, bf16, vLLM), decided once per process, and what follows from it for
+a config: the dtype, whether generation uses vLLM, and the runtime facts that enter a profile's key (a
+profile from a GPU in bf16 with vLLM generation is another profile than one from a CPU in fp32).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+
+from grpo_rank.errors import InputError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    cuda: bool
+    bf16: bool  # a GPU with fast bf16; never on CPU (slow there, and TRL's bf16 default fails)
+    vllm: bool  # the vllm package is importable
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.cuda else "cpu"
+
+
+@functools.cache
+def capabilities() -> Capabilities:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return Capabilities(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+                        vllm=importlib.util.find_spec("vllm") is not None)
+
+
+def dtype_name(setting: str, caps: Capabilities | None = None) -> str:
+    """`model.dtype` resolved: auto is bfloat16 on a GPU that has it, else float32."""
+    caps = caps or capabilities()
+    if setting == "auto":
+        return "bfloat16" if caps.bf16 else "float32"
+    return setting
+
+
+def torch_dtype(setting: str):
+    import torch
+
+    return getattr(torch, dtype_name(setting))
+
+
+def use_vllm(setting: bool | None, caps: Capabilities | None = None) -> bool:
+    """`grpo.use_vllm`: None (auto) uses vLLM when a GPU and vllm are both there."""
+    caps = caps or capabilities()
+    if setting is None:
+        return caps.cuda and caps.vllm
+    if setting and not caps.cuda:
+        raise InputError("grpo.use_vllm=true needs a GPU; set grpo.use_vllm=null (auto) or false on CPU")
+    if setting and not caps.vllm:
+        raise InputError("grpo.use_vllm=true but vllm is not installed; pip install -e '.[vllm]' or set "
+                         "grpo.use_vllm=null")
+    return bool(setting)
+
+
+def runtime(dtype_setting: str, vllm_setting: bool | None) -> dict:
+    """The machine facts that change a training phase's gradients (not just their rounding)."""
+    caps = capabilities()
+    return {"device": caps.device, "dtype": f"torch.{dtype_name(dtype_setting, caps)}",
+            "vllm": use_vllm(vllm_setting, caps)}
