@@ -76,7 +76,10 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def job_folders(sweep_dir: Path) -> dict[str, Path]:
     """Every job folder of a sweep that holds a record, by folder name."""
-    return {p.parent.name: p.parent for p in sorted(Path(sweep_dir).glob("*/result.json"))}
+    from grpo_rank.record.files import RESULT
+    from grpo_rank.sweep import layout
+
+    return {p.name: p for p in layout.job_folders(sweep_dir) if (p / RESULT).exists()}
 
 
 def jobs_by_arm(sweep_dir: Path) -> dict[tuple[str, str, int], Path]:

@@ -40,6 +40,7 @@ import argparse
 import itertools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -183,93 +184,142 @@ def overrides_of(strategy: str, seed: int, alpha_mode: str | None, algorithm: st
             f"seed={seed}"]
 
 
-def write_job(job_dir: Path, strategy: str, seed: int, *, steps: int, layers: int, modules: tuple[str, ...],
-              n_questions: int, profile_steps: int = 0, status: str = "ok", alpha_mode: str = "per_rank",
-              full_weight: bool = False, noise: float = 0.3, amplification: float = 0.0,
-              algorithm: str | None = None, r: int = R, swept: tuple[str, ...] = (),
-              per_reward: bool = False) -> JobResult:
-    """One job folder; `status` failed writes a failed record without gradients or outcomes. The norms
-    follow the module docstring; `swept` names the sweep's overrides among lora.alpha_mode, algorithm and
-    lora.r; `algorithm` None writes a record without the algorithm key (one from before it existed).
-    `per_reward` also writes reward_grads.parquet (reward_columns with reward_profiles, scale 1 + seed;
-    the profile phase's, when there is one, with the profiles' layers reversed) and a residual
-    train.reward_split_residual = 1e-7 (1 + seed); it draws no random numbers, so the rest is unchanged."""
+@dataclass
+class Spec:
+    """What one synthetic job is; `swept` names the sweep's overrides among lora.alpha_mode, algorithm and
+    lora.r; `algorithm` None writes a record without the algorithm key (one from before it existed)."""
+
+    strategy: str
+    seed: int
+    steps: int
+    layers: int
+    modules: tuple[str, ...]
+    n_questions: int
+    profile_steps: int = 0
+    status: str = "ok"
+    alpha_mode: str = "per_rank"
+    full_weight: bool = False
+    noise: float = 0.3
+    amplification: float = 0.0
+    algorithm: str | None = None
+    r: int = R
+    swept: tuple[str, ...] = ()
+    per_reward: bool = False
+
+    def label(self, key: str, value):
+        return value if key in self.swept else None
+
+    @property
+    def arm(self) -> str:
+        return (f"{self.strategy}-full" + (f"-{self.alpha_mode}" if "lora.alpha_mode" in self.swept else "")
+                + (f"-{self.algorithm}" if "algorithm" in self.swept else "")
+                + (f"-r{self.r}" if "lora.r" in self.swept else ""))
+
+
+def write_job(job_dir: Path, strategy: str, seed: int, **kw) -> JobResult:
+    """One job folder (Spec's fields as keywords); `status` failed writes a failed record without gradients
+    or outcomes. The norms follow the module docstring. `per_reward` also writes reward_grads.parquet
+    (reward_columns with reward_profiles, scale 1 + seed; the profile phase's, when there is one, with the
+    profiles' layers reversed) and a residual train.reward_split_residual = 1e-7 (1 + seed); it draws no
+    random numbers, so the rest is unchanged."""
+    spec = Spec(strategy, seed, **kw)
     # the generators of the sweeps the golden tables were made from, unchanged at lora.r 8 and no algorithm
-    extra = ([r] if r != R else []) + ([list(ALGORITHMS).index(algorithm) + 1] if algorithm in ALGORITHMS else [])
+    extra = ([spec.r] if spec.r != R else []) + (
+        [list(ALGORITHMS).index(spec.algorithm) + 1] if spec.algorithm in ALGORITHMS else [])
     rng = np.random.default_rng([seed, STRATEGIES.index(strategy) if strategy in STRATEGIES else 9, *extra])
-    bounds = Bounds(r_min=4, r_max=32, multiple=4)
-    total = budget_total(r, layers, 1.0, bounds.multiple)
-    profile = layer_profile(layers, seed)
-    importance = profile.tolist() if strategy in ("proportional", "shuffled") else None
-    moving = adalora_ranks(steps, layers, len(modules), r, seed) if strategy == "adalora" else None
-    if moving is not None:  # the final per-layer ranks; PEFT builds adalora's matrices at init_r
-        ranks = [int(v) for v in np.rint(moving[-1].mean(axis=1))]
-        n_params = (r + r // 2) * layers * 1000
-    else:
-        ranks = allocate(strategy, importance, total=total, bounds=bounds, num_layers=layers, seed=seed, r=r) or []
-        n_params = sum(ranks) * 1000
+    moving = adalora_ranks(spec.steps, spec.layers, len(spec.modules), spec.r, seed) if strategy == "adalora" else None
+    result = _record(spec, moving)
     (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides_of(
-        strategy, seed, alpha_mode if "lora.alpha_mode" in swept else None,
-        algorithm if "algorithm" in swept else None, r if "lora.r" in swept else None)))
-    arm = (f"{strategy}-full" + (f"-{alpha_mode}" if "lora.alpha_mode" in swept else "")
-           + (f"-{algorithm}" if "algorithm" in swept else "") + (f"-r{r}" if "lora.r" in swept else ""))
-    ident = JobIdentity(strategy=strategy, budget="full", budget_fraction=1.0, seed=seed, model=MODEL, task=TASK,
-                        config_hash="synthetic", group=f"{MODEL}-{TASK}-{arm}", name=f"{arm}-s{seed}",
-                        run_id=f"{arm}-{seed}")
-    config = {"model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": strategy},
-              "budget": {"name": "full", "fraction": 1.0}, "seed": seed,
-              **({"algorithm": {"name": algorithm}} if algorithm is not None else {}),
-              "lora": {"r": r, "alpha": ALPHA, "alpha_mode": alpha_mode, "target_modules": list(modules)},
-              "profile": {"signal": "lora", "full_weight": full_weight},
-              "tracking": {"project": "grpo-rank-synthetic", "entity": None, "mode": "auto"}}
-    result = JobResult(status=status, job=ident, config=config,
-                       allocation=Allocation(ranks=list(ranks), total=sum(ranks), budget_total=total if ranks else 0,
-                                             r_min=bounds.r_min, r_max=bounds.r_max, multiple=bounds.multiple,
-                                             num_layers=layers, importance=importance),
-                       params=Params(planned=n_params, built=n_params))
-    if status != "ok":
+        strategy, seed, spec.label("lora.alpha_mode", spec.alpha_mode), spec.label("algorithm", spec.algorithm),
+        spec.label("lora.r", spec.r))))
+    if spec.status != "ok":
         result.error = "RuntimeError: synthetic failure"
         write_result(job_dir, result)
         return result
-    if ranks:
-        # W noise from its own generator, so the LoRA rows are the same with or without W rows
-        w_rng = np.random.default_rng([seed, 100 + STRATEGIES.index(strategy) if strategy in STRATEGIES else 109])
-        kw = dict(alpha_mode=alpha_mode, noise=noise, amplification=amplification,
-                  full_weight=w_rng if full_weight else None, r0=r)
-        cols = grad_columns("train", steps, ranks, modules, rng, profile, **kw)
-        if moving is not None:  # each module's rank at each step, in the rows' order: A and B rows, then W rows
-            per_module = moving.reshape(-1)
-            cols["rank"] = np.concatenate([np.repeat(per_module, 2), *([per_module] if full_weight else [])])
-        if profile_steps:
-            prof = grad_columns("profile", profile_steps, [r] * layers, modules, rng, profile, **kw)
-            cols = {k: np.concatenate([prof[k], cols[k]]) for k in cols}
-        write_grad_records(job_dir / GRADS, cols)
-        result.train = TrainInfo(steps=steps, nonzero_spread_fraction=float(rng.uniform(0.6, 1.0)),
-                                 importance=[0.0] * layers)
-        if per_reward:
-            planted = reward_profiles(layers)
-            parts = [reward_columns("train", steps, ranks, modules, planted, 1.0 + seed, alpha_mode=alpha_mode, r0=r)]
-            if profile_steps:
-                parts.insert(0, reward_columns("profile", profile_steps, [r] * layers, modules,
-                                               {k: v[::-1] for k, v in planted.items()}, 1.0 + seed,
-                                               alpha_mode=alpha_mode, r0=r))
-            write_grad_records(job_dir / REWARD_GRADS,
-                               {c: np.concatenate([p[c] for p in parts]) for c in REWARD_COLUMNS}, REWARD_COLUMNS)
-            result.train.reward_split_residual = 1e-7 * (1 + seed)
+    if result.allocation.ranks:
+        _write_grads(job_dir, spec, result, rng, moving)
+    _write_outcomes(job_dir, spec, result, rng)
+    result.timings = {"total_s": 1.0}
+    write_result(job_dir, result)
+    return result
+
+
+def _record(spec: Spec, moving: np.ndarray | None) -> JobResult:
+    """The job record before training: identity, config, allocation and parameters."""
+    bounds = Bounds(r_min=4, r_max=32, multiple=4)
+    total = budget_total(spec.r, spec.layers, 1.0, bounds.multiple)
+    importance = layer_profile(spec.layers, spec.seed).tolist() if spec.strategy in ("proportional", "shuffled") else None
+    if moving is not None:  # the final per-layer ranks; PEFT builds adalora's matrices at init_r
+        ranks = [int(v) for v in np.rint(moving[-1].mean(axis=1))]
+        n_params = (spec.r + spec.r // 2) * spec.layers * 1000
+    else:
+        ranks = allocate(spec.strategy, importance, total=total, bounds=bounds, num_layers=spec.layers,
+                         seed=spec.seed, r=spec.r) or []
+        n_params = sum(ranks) * 1000
+    ident = JobIdentity(strategy=spec.strategy, budget="full", budget_fraction=1.0, seed=spec.seed, model=MODEL,
+                        task=TASK, config_hash="synthetic", group=f"{MODEL}-{TASK}-{spec.arm}",
+                        name=f"{spec.arm}-s{spec.seed}", run_id=f"{spec.arm}-{spec.seed}")
+    config = {"model": {"name": MODEL}, "task": {"name": TASK}, "strategy": {"name": spec.strategy},
+              "budget": {"name": "full", "fraction": 1.0}, "seed": spec.seed,
+              **({"algorithm": {"name": spec.algorithm}} if spec.algorithm is not None else {}),
+              "lora": {"r": spec.r, "alpha": ALPHA, "alpha_mode": spec.alpha_mode, "target_modules": list(spec.modules)},
+              "profile": {"signal": "lora", "full_weight": spec.full_weight},
+              "tracking": {"project": "grpo-rank-synthetic", "entity": None, "mode": "auto"}}
+    return JobResult(status=spec.status, job=ident, config=config,
+                     allocation=Allocation(ranks=list(ranks), total=sum(ranks), budget_total=total if ranks else 0,
+                                           r_min=bounds.r_min, r_max=bounds.r_max, multiple=bounds.multiple,
+                                           num_layers=spec.layers, importance=importance),
+                     params=Params(planned=n_params, built=n_params))
+
+
+def _write_grads(job_dir: Path, spec: Spec, result: JobResult, rng: np.random.Generator,
+                 moving: np.ndarray | None) -> None:
+    """grad_norms.parquet (and reward_grads.parquet), drawing from `rng` in the golden sweeps' order."""
+    ranks, layers, r = result.allocation.ranks, spec.layers, spec.r
+    profile = layer_profile(layers, spec.seed)
+    # W noise from its own generator, so the LoRA rows are the same with or without W rows
+    index = STRATEGIES.index(spec.strategy) if spec.strategy in STRATEGIES else 9
+    w_rng = np.random.default_rng([spec.seed, 100 + index])
+    kw = dict(alpha_mode=spec.alpha_mode, noise=spec.noise, amplification=spec.amplification,
+              full_weight=w_rng if spec.full_weight else None, r0=r)
+    cols = grad_columns("train", spec.steps, ranks, spec.modules, rng, profile, **kw)
+    if moving is not None:  # each module's rank at each step, in the rows' order: A and B rows, then W rows
+        per_module = moving.reshape(-1)
+        cols["rank"] = np.concatenate([np.repeat(per_module, 2), *([per_module] if spec.full_weight else [])])
+    if spec.profile_steps:
+        prof = grad_columns("profile", spec.profile_steps, [r] * layers, spec.modules, rng, profile, **kw)
+        cols = {k: np.concatenate([prof[k], cols[k]]) for k in cols}
+    write_grad_records(job_dir / GRADS, cols)
+    result.train = TrainInfo(steps=spec.steps, nonzero_spread_fraction=float(rng.uniform(0.6, 1.0)),
+                             importance=[0.0] * layers)
+    if not spec.per_reward:
+        return
+    planted = reward_profiles(layers)
+    parts = [reward_columns("train", spec.steps, ranks, spec.modules, planted, 1.0 + spec.seed,
+                            alpha_mode=spec.alpha_mode, r0=r)]
+    if spec.profile_steps:
+        parts.insert(0, reward_columns("profile", spec.profile_steps, [r] * layers, spec.modules,
+                                       {k: v[::-1] for k, v in planted.items()}, 1.0 + spec.seed,
+                                       alpha_mode=spec.alpha_mode, r0=r))
+    write_grad_records(job_dir / REWARD_GRADS,
+                       {c: np.concatenate([p[c] for p in parts]) for c in REWARD_COLUMNS}, REWARD_COLUMNS)
+    result.train.reward_split_residual = 1e-7 * (1 + spec.seed)
+
+
+def _write_outcomes(job_dir: Path, spec: Spec, result: JobResult, rng: np.random.Generator) -> None:
+    n = spec.n_questions
     # log2(8 / 8) = 0: the accuracy at lora.r 8 is the table's exactly
-    correct = rng.random(n_questions) < min(0.95, max(0.05, ACCURACY.get(strategy, 0.5) + 0.03 * math.log2(r / R)))
+    p = min(0.95, max(0.05, ACCURACY.get(spec.strategy, 0.5) + 0.03 * math.log2(spec.r / R)))
+    correct = rng.random(n) < p
     (job_dir / OUTCOMES).write_text("".join(
         json.dumps({"index": i, "id": f"q{i:04d}", "gold": str(i), "prediction": str(i) if c else "0",
                     "tagged": True, "parsed": True, "correct": bool(c), "reply": ""}) + "\n"
         for i, c in enumerate(correct.tolist())))
     k = int(correct.sum())
-    lo, hi = wilson_interval(k, n_questions)
-    result.eval = EvalSummary(split="test", n=n_questions, correct=k, accuracy=k / n_questions, ci_low=lo,
-                              ci_high=hi, parse_failures=0, parse_failure_rate=0.0)
-    result.timings = {"total_s": 1.0}
-    write_result(job_dir, result)
-    return result
+    lo, hi = wilson_interval(k, n)
+    result.eval = EvalSummary(split="test", n=n, correct=k, accuracy=k / n, ci_low=lo, ci_high=hi,
+                              parse_failures=0, parse_failure_rate=0.0)
 
 
 def make_sweep(sweep: Path, jobs: int = 30, steps: int = 1000, layers: int = 30, modules: int = len(PROJECTIONS),

@@ -561,17 +561,19 @@ def test_an_unreadable_record_is_a_note_and_skipped(sweeps, tmp_path):
     ["seed=range(0,3)", "strategy=uniform,random"],  # not plain: Hydra's own parser
     ["hydra/launcher=joblib", "strategy=none", "lora.target_modules=[q_proj,v_proj]", "seed=0,1"],
 ])
-def test_expected_jobs_without_hydra_equal_hydras_basic_sweeper(args, tmp_path):
-    from grpo_rank.analysis.report import discover
+def test_expected_jobs_equal_hydras_basic_sweeper_for_any_syntax(args, tmp_path):
+    from grpo_rank.sweep import layout
 
     cfg = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                                  "params": None}, "overrides": {"task": args}}}
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(cfg))
     expected, why = rp.expected_jobs(tmp_path)
     assert why == ""
-    hydra = [discover.parse_overrides(ovs) for ovs in discover._hydra_sweep(args)]
-    assert [e["overrides"] for e in expected] == hydra
-    assert (discover._simple_sweep(args) is None) == ("(" in "".join(args) or "[" in "".join(args))
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
+    assert [e["overrides"] for e in expected] == [layout.parse_overrides(ovs) for ovs in hydra]
 
 
 # --- the scaling artefact (issue 8): synthetic sweeps whose scaling slope is planted -----------------------

@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from grpo_rank.allocation.allocate import lora_param_count, projection_shapes
-from grpo_rank.config.schema import LoraSettings
+
+if TYPE_CHECKING:  # config/schema.py sits above allocation: it validates against allocate.STRATEGIES
+    from grpo_rank.config.schema import LoraSettings
 
 MODULE_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_]+_proj)$")
 

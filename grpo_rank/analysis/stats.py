@@ -33,6 +33,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+# the evaluation stage computes it for each run's record; re-exported so every statistic is found here
+from grpo_rank.evaluation.interval import wilson_interval  # noqa: F401
+
 TOP_FRACTION = 0.3
 # up to this many seeds the seed bootstrap enumerates all S^S resamples (4^4 = 256, a fraction of a second)
 EXACT_BOOTSTRAP_SEEDS = 4
@@ -257,23 +260,6 @@ def log_ratio_slope(norms, ref_norms, ranks, ref_ranks, confidence: float = 0.95
     keep = count > 0
     x = np.log(np.asarray(ranks, dtype=float) / np.asarray(ref_ranks, dtype=float))[keep]
     return ols_slope(x, logs.sum(axis=1)[keep] / count[keep], confidence)
-
-
-def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of one run's accuracy correct / n (as statsmodels' proportion_confint
-    method="wilson"): (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z the normal quantile
-    of (1 + confidence) / 2, clipped to [0, 1] (mathematically the bound is exactly 0 at correct = 0 and 1
-    at correct = n; floating point leaves ~1e-17 there). NaN for n = 0 (no questions, no accuracy)."""
-    if n <= 0:
-        return math.nan, math.nan
-    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-    p, z2 = correct / n, z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    lo = 0.0 if correct <= 0 else max(0.0, centre - half)
-    hi = 1.0 if correct >= n else min(1.0, centre + half)
-    return float(lo), float(hi)
 
 
 def normal_half_width(p: float, n: int, confidence: float = 0.95) -> float:

@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from grpo_rank.analysis.stats import wilson_interval
 from grpo_rank.data.tasks import Example, messages
+from grpo_rank.evaluation.interval import wilson_interval
 from grpo_rank.objective.answers import counts
 from grpo_rank.objective.rewards import judge
 from grpo_rank.record.result import EvalSummary

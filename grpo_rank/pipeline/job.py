@@ -19,7 +19,7 @@ import logging
 import socket
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -86,101 +86,61 @@ def allocation_table(ranks, importance) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Loaded:
+    """What the load stage gives the others: the architecture, and for a real run the model and data."""
+
+    hf: object  # the transformers config
+    n_layers: int
+    model: object | None = None
+    tokenizer: object | None = None
+    train_set: object | None = None
+
+
+@dataclass
+class GradRecords:
+    """Every phase's gradient records (and per-reward splits), written whatever happens to the job."""
+
+    grads: list[dict[str, np.ndarray]] = field(default_factory=list)
+    reward_grads: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    def add(self, grads: dict | None, reward_grads: dict | None) -> None:
+        if grads:
+            self.grads.append(grads)
+        if reward_grads:
+            self.reward_grads.append(reward_grads)
+
+    def write(self, job_dir: Path) -> None:
+        if self.grads:
+            write_grad_records(job_dir / GRADS, {c: np.concatenate([g[c] for g in self.grads]) for c in self.grads[0]})
+        if self.reward_grads:
+            write_grad_records(job_dir / REWARD_GRADS, {c: np.concatenate([g[c] for g in self.reward_grads])
+                                                        for c in REWARD_COLUMNS}, REWARD_COLUMNS)
+
+
 def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             thread_plan: ThreadPlan | None = None) -> JobResult:
     """Runs one job and returns its record; result.json is written even when the job fails."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    ident = tracking.identity(cfg, job_dir)
-    # runtime_info resolves use_vllm: true without a GPU is an InputError here, before any model loads
-    result = JobResult(status="running", job=ident, config=resolved if resolved is not None else asdict(cfg),
-                       runtime=runtime_info(cfg, thread_plan))
-    main = distributed.is_main()  # of a multi-process job (distributed.py) only rank 0 writes and evaluates
-    sink = tracking.open_run(cfg, ident, result.config, job_dir) if main else tracking.WandbSink.off()
-    result.wandb = sink.info()
-    strategy = STRATEGIES[cfg.strategy.name]
-    grads: list[dict[str, np.ndarray]] = []  # every phase's gradient records, written whatever happens
-    reward_grads: list[dict[str, np.ndarray]] = []  # profile.per_reward: each phase's per-reward split
-    laps = Laps(result.timings)
+    main = distributed.is_main()  # of a multi-process job (launch.py) only rank 0 writes and evaluates
+    result, sink = open_job(cfg, job_dir, resolved, thread_plan, main)
+    records, laps = GradRecords(), Laps(result.timings)
     try:
-        # load: the architecture alone for a dry run, else the model and the data
-        if cfg.dry_run:
-            hf, model, tokenizer, train_set = models.hf_config(cfg.model, cfg.cache_dir), None, None, None
-        else:
-            log.info("loading model %s", cfg.model.name)
-            model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
-            hf = model.config
-            train_set = training_data(cfg)
-        n_layers = lora.num_layers(hf)
+        loaded = load(cfg)
         laps("load")
-
         importance = None
-        if strategy.needs_profile:
-            prof = profiling.profile(cfg, model, tokenizer, train_set, n_layers, job_dir,
-                                     on_step=tracking.Streamer(sink, "profile").step,
-                                     on_log=tracking.Streamer(sink, "profile").log)
-            importance, result.profile = prof.importance, prof.info
-            if prof.grads:
-                grads.append(prof.grads)
-            if prof.reward_grads:
-                reward_grads.append(prof.reward_grads)
-            if prof.base_touched:  # the profiling phase trained this model: start the next from a clean base
-                model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+        if STRATEGIES[cfg.strategy.name].needs_profile:
+            importance = profile_stage(cfg, loaded, job_dir, sink, result, records)
             laps("profile")
-
-        bounds = Bounds(cfg.lora.r_min, cfg.lora.r_max, cfg.lora.multiple)
-        result.allocation = plan(cfg.strategy.name, importance, r=cfg.lora.r, num_layers=n_layers,
-                                 fraction=cfg.budget.fraction, bounds=bounds, seed=cfg.seed)
-        ranks = result.allocation.ranks
-        result.params = Params(planned=planned_params(cfg, hf, ranks), built=None)
-        if ranks:
-            sink.table("allocation", ["layer", "rank", "importance"],
-                       [[i, r, importance[i] if importance else None] for i, r in enumerate(ranks)])
-            sink.summary({"params/trainable": result.params.planned, "allocation/total_rank": sum(ranks)})
+        ranks = allocate_stage(cfg, loaded, importance, result, sink)
         if cfg.dry_run:
-            return _dry_run(cfg, result, hf)
+            return _dry_run(cfg, result, loaded.hf)
         laps("allocate")
-
-        if strategy.trains:
-            streams = dict(on_step=tracking.Streamer(sink, "train").step, on_log=tracking.Streamer(sink, "train").log)
-            if profiling.publishes(cfg, ranks, n_layers):  # this training is also the gradient-aware arms' profile
-                out, result.profile = profiling.train_publishing(cfg, model, tokenizer, train_set, ranks, job_dir,
-                                                                 **streams)
-            else:
-                out = train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
-                            job_dir=job_dir, **streams)
-            grads.append(out.grads)
-            if out.reward_grads:
-                reward_grads.append(out.reward_grads)
-            model = out.model
-            result.params.built = out.built_params
-            if strategy.adaptive:  # the ranks AdaLoRA ended on; the trajectory is in the gradient records
-                result.adaptive = adalora.adaptive_info(out.model, cfg, hf, n_layers, adalora.target_total(cfg, ranks))
-            result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
-                                     importance=layer_importance(out.grads, "train").tolist(),
-                                     importance_full_weight=_full_weight_importance(out.grads),
-                                     resumed_from_step=out.resumed_from,
-                                     reward_split_residual=out.reward_residual)
-            sink.summary({"params/trainable": out.built_params,
-                          "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
+        model = train_stage(cfg, loaded, ranks, job_dir, sink, result, records)
         laps("train")
-        if not main:  # training was the collective part; rank 0 evaluates and records
-            result.status = "ok"
-            return result
-
-        test = load_split(cfg.task, cfg.eval.split)
-        test = test[: cfg.eval.n] if cfg.eval.n else test
-        ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
-                      max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot,
-                      scoring=cfg.eval.scoring)
-        result.eval = ev.summary(cfg.eval.split)
-        write_jsonl(job_dir / OUTCOMES, ev.outcomes)
-        metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        sink.summary(metrics)  # evaluation is one number per run, not a point on the step axis
-        if ev.outcomes:
-            columns = list(ev.outcomes[0])
-            sink.table("eval/outcomes", columns, [[_cell(o.get(c)) for c in columns] for o in ev.outcomes])
-        laps("eval")
+        if main:  # training was the collective part; rank 0 alone evaluates and records
+            evaluate_stage(cfg, model, loaded.tokenizer, job_dir, sink, result)
+            laps("eval")
         result.status = "ok"
         return result
     except Exception as exc:
@@ -191,15 +151,103 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
     finally:
         # record: whatever was computed is kept, also when a later stage failed
         laps.total()
-        if main and grads:
-            write_grad_records(job_dir / GRADS, {c: np.concatenate([g[c] for g in grads]) for c in grads[0]})
-        if main and reward_grads:
-            write_grad_records(job_dir / REWARD_GRADS, {c: np.concatenate([g[c] for g in reward_grads])
-                                                        for c in REWARD_COLUMNS}, REWARD_COLUMNS)
+        if main:
+            records.write(job_dir)
         sink.finish(exit_code=0 if result.status in ("ok", "dry_run") else 1)
         result.wandb.error = sink.error
         if main:
             write_result(job_dir, result)
+
+
+def open_job(cfg: RunConfig, job_dir: Path, resolved: dict | None, plan: ThreadPlan | None,
+             main: bool) -> tuple[JobResult, tracking.WandbSink]:
+    """The job's record, started, and its W&B sink (off on the ranks that do not write)."""
+    ident = tracking.identity(cfg, job_dir)
+    # runtime_info resolves use_vllm: true without a GPU is an InputError here, before any model loads
+    result = JobResult(status="running", job=ident, config=resolved if resolved is not None else asdict(cfg),
+                       runtime=runtime_info(cfg, plan))
+    sink = tracking.open_run(cfg, ident, result.config, job_dir) if main else tracking.WandbSink.off()
+    result.wandb = sink.info()
+    return result, sink
+
+
+def load(cfg: RunConfig) -> Loaded:
+    """The architecture alone for a dry run, else the model, its tokenizer and the training data."""
+    if cfg.dry_run:
+        hf = models.hf_config(cfg.model, cfg.cache_dir)
+        return Loaded(hf=hf, n_layers=lora.num_layers(hf))
+    log.info("loading model %s", cfg.model.name)
+    model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+    return Loaded(hf=model.config, n_layers=lora.num_layers(model.config), model=model, tokenizer=tokenizer,
+                  train_set=training_data(cfg))
+
+
+def profile_stage(cfg: RunConfig, loaded: Loaded, job_dir: Path, sink, result: JobResult,
+                  records: GradRecords) -> list[float] | None:
+    """S(l) for a gradient-aware allocation, from the cache, another run or a profiling phase."""
+    stream = tracking.Streamer(sink, "profile")
+    prof = profiling.profile(cfg, loaded.model, loaded.tokenizer, loaded.train_set, loaded.n_layers, job_dir,
+                             on_step=stream.step, on_log=stream.log)
+    result.profile = prof.info
+    records.add(prof.grads, prof.reward_grads)
+    if prof.base_touched:  # the profiling phase trained this model: start the next from a clean base
+        loaded.model, loaded.tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+    return prof.importance
+
+
+def allocate_stage(cfg: RunConfig, loaded: Loaded, importance, result: JobResult, sink) -> list[int]:
+    """Per-layer ranks under the budget, and the trainable parameters they plan."""
+    bounds = Bounds(cfg.lora.r_min, cfg.lora.r_max, cfg.lora.multiple)
+    result.allocation = plan(cfg.strategy.name, importance, r=cfg.lora.r, num_layers=loaded.n_layers,
+                             fraction=cfg.budget.fraction, bounds=bounds, seed=cfg.seed)
+    ranks = result.allocation.ranks
+    result.params = Params(planned=planned_params(cfg, loaded.hf, ranks), built=None)
+    if ranks:
+        sink.table("allocation", ["layer", "rank", "importance"],
+                   [[i, r, importance[i] if importance else None] for i, r in enumerate(ranks)])
+        sink.summary({"params/trainable": result.params.planned, "allocation/total_rank": sum(ranks)})
+    return ranks
+
+
+def train_stage(cfg: RunConfig, loaded: Loaded, ranks: list[int], job_dir: Path, sink, result: JobResult,
+                records: GradRecords):
+    """Trains at the allocated ranks (nothing for the base-model arm); returns the model to evaluate."""
+    if not STRATEGIES[cfg.strategy.name].trains:
+        return loaded.model
+    streams = dict(on_step=tracking.Streamer(sink, "train").step, on_log=tracking.Streamer(sink, "train").log)
+    if profiling.publishes(cfg, ranks, loaded.n_layers):  # this training is also the gradient-aware arms' profile
+        out, result.profile = profiling.train_publishing(cfg, loaded.model, loaded.tokenizer, loaded.train_set,
+                                                         ranks, job_dir, **streams)
+    else:
+        out = train(loaded.model, loaded.tokenizer, loaded.train_set, ranks, cfg, phase="train",
+                    steps=cfg.grpo.steps, job_dir=job_dir, **streams)
+    records.add(out.grads, out.reward_grads)
+    result.params.built = out.built_params
+    if STRATEGIES[cfg.strategy.name].adaptive:  # the ranks AdaLoRA ended on; the trajectory is in the records
+        result.adaptive = adalora.adaptive_info(out.model, cfg, loaded.hf, loaded.n_layers,
+                                                adalora.target_total(cfg, ranks))
+    result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
+                             importance=layer_importance(out.grads, "train").tolist(),
+                             importance_full_weight=_full_weight_importance(out.grads),
+                             resumed_from_step=out.resumed_from, reward_split_residual=out.reward_residual)
+    sink.summary({"params/trainable": out.built_params, "train/nonzero_spread_fraction": out.nonzero_spread_fraction})
+    return out.model
+
+
+def evaluate_stage(cfg: RunConfig, model, tokenizer, job_dir: Path, sink, result: JobResult) -> None:
+    """Greedy evaluation on the held-out split: the summary into the record, every question into OUTCOMES."""
+    test = load_split(cfg.task, cfg.eval.split)
+    test = test[: cfg.eval.n] if cfg.eval.n else test
+    ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
+                  max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot, scoring=cfg.eval.scoring)
+    result.eval = ev.summary(cfg.eval.split)
+    write_jsonl(job_dir / OUTCOMES, ev.outcomes)
+    metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    sink.summary(metrics)  # evaluation is one number per run, not a point on the step axis
+    if ev.outcomes:
+        columns = list(ev.outcomes[0])
+        sink.table("eval/outcomes", columns, [[_cell(o.get(c)) for c in columns] for o in ev.outcomes])
 
 
 def _cell(value):

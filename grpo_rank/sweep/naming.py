@@ -20,23 +20,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from grpo_rank.sweep.layout import expand, parse_overrides
+
 RESOLVER = "grpo_rank_job_dir"
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")  # what may not appear unquoted in a Hydra override value or a path
 
 
 def expand_sweep(sweep_dir: str | Path) -> tuple[list[list[str]], set[str]]:
-    """Every job's overrides as Hydra's basic sweeper expands `<sweep>/multirun.yaml` (hydra.sweeper.params
-    first, then the command line's), and the swept keys. Raises when there is no readable multirun.yaml."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    hydra_cfg = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra
-    params = hydra_cfg.sweeper.get("params") or {}
-    args = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(args)
-    batches = BasicSweeper.split_arguments(overrides, None)
-    return [list(job) for batch in batches for job in batch], {o.get_key_element() for o in overrides
-                                                                  if o.is_sweep_override()}
+    """Every job's overrides as Hydra's basic sweeper expands `<sweep>/multirun.yaml`, and the swept keys
+    (layout.expand). Raises when there is no readable multirun.yaml."""
+    found = expand(sweep_dir)
+    return found.jobs, found.swept
 
 
 def swept_keys(sweep_dir: str | Path) -> set[str] | None:
@@ -49,13 +43,8 @@ def swept_keys(sweep_dir: str | Path) -> set[str] | None:
 
 def job_dir_name(overrides: list[str], swept: set[str] | None) -> str:
     """`key-value` of every swept key of this job (all its overrides when `swept` is None), sorted, joined by `_`."""
-    pairs = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key.startswith("hydra") or (swept is not None and key not in swept):
-            continue
-        pairs.append(f"{key}-{_safe(value)}")
+    pairs = [f"{key}-{_safe(value)}" for key, value in parse_overrides(overrides).items()
+             if not key.startswith("hydra") and (swept is None or key in swept)]
     return "_".join(sorted(pairs)) or "job"
 
 

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.record.files import RESULT, RUNS, TRAIN_LOG, read_jsonl
 from grpo_rank.record.result import RecordError, read_result
+from grpo_rank.sweep.layout import folder_overrides, job_folders
 from grpo_rank.sweep.naming import expand_sweep, job_dir_name
 from grpo_rank.sweep.runlog import last_launch
 
@@ -81,19 +82,6 @@ def expected_jobs(sweep_dir: Path) -> tuple[list[list[str]], set[str] | None]:
             print(f"grpo-rank status: cannot expand {sweep_dir / 'multirun.yaml'} ({type(exc).__name__}: {exc}); "
                   "listing job folders only", file=sys.stderr)
         return [], None
-
-
-def job_folders(sweep_dir: Path) -> list[Path]:
-    """Subfolders that are jobs: Hydra made them (`.hydra/`) or a launch recorded itself (runs.jsonl)."""
-    return sorted(p for p in sweep_dir.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and ((p / ".hydra").is_dir() or (p / RUNS).exists()))
-
-
-def folder_overrides(folder: Path) -> list[str]:
-    try:
-        return [str(o) for o in OmegaConf.load(folder / ".hydra" / "overrides.yaml")]
-    except Exception:  # noqa: BLE001 - missing, or being written by Hydra this very moment
-        return []
 
 
 def submissions(sweep_dir: Path) -> list[Submission]:

@@ -19,7 +19,6 @@ with reward_grads.parquet (`profile.per_reward=true`) has it reduced to a Reward
 
 from __future__ import annotations
 
-import itertools
 import re
 import sys
 from collections import defaultdict
@@ -39,19 +38,11 @@ from grpo_rank.analysis.report.rewards import read_reward_summary
 from grpo_rank.analysis.report.trajectories import read_rank_trajectory
 from grpo_rank.record.files import GRADS, OUTCOMES, RESULT, REWARD_GRADS
 from grpo_rank.record.result import JobResult, RecordError, read_result
+from grpo_rank.sweep.layout import MULTIRUN, NOT_JOBS, expand, is_job_folder, parse_overrides, read_yaml
 
 # the numbered job folders of conf/config.yaml before issue 7: ${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}
 JOB_DIR = re.compile(r"^(?P<num>\d+)_(?P<strategy>[^_]+)_(?P<budget>[^_]+)_s(?P<seed>-?\d+)$")
 PHASE = "train"  # gradient statistics use the training phase: the run at its own ranks
-
-
-def parse_overrides(items) -> dict[str, str]:
-    """{'strategy': 'uniform', 'seed': '0'} from Hydra override strings like '+strategy=uniform'."""
-    out = {}
-    for item in items or []:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
 
 
 def folder_labels(name: str) -> dict[str, str]:
@@ -65,19 +56,12 @@ def folder_labels(name: str) -> dict[str, str]:
     return {}
 
 
-def _yaml(path: Path):
-    import yaml
-
-    # the C loader when PyYAML has it: a sweep of hundreds of jobs has one overrides.yaml each
-    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
 def sweep_defaults(sweep: Path) -> dict:
     """The composed config in multirun.yaml: values of the axes a job did not override."""
-    path = sweep / "multirun.yaml"
+    path = sweep / MULTIRUN
     if not path.exists():
         return {}
-    cfg = _yaml(path) or {}
+    cfg = read_yaml(path) or {}
 
     def name(key: str) -> str | None:
         node = cfg.get(key)
@@ -91,52 +75,16 @@ def sweep_defaults(sweep: Path) -> dict:
             "r": lora.get("r")}
 
 
-# an override whose value is a plain comma-separated list: what `key=a,b,c` sweeps look like
-_SIMPLE = re.compile(r"^(?P<key>[+~]{0,2}[\w./@-]+)=(?P<values>[\w./@:+-]*(,[\w./@:+-]*)*)$")
-
-
-def _simple_sweep(args: list[str]) -> list[dict[str, str]] | None:
-    """The jobs of Hydra's basic sweeper (the cartesian product of the overrides' values, the first
-    override outermost) when every override is a plain `key=v1,v2,...`; None for any other syntax
-    (range(), glob(), quoting, lists), which goes to Hydra's own parser. Importing Hydra's takes ~0.3 s
-    of the report's few seconds."""
-    axes = []
-    for arg in args:
-        m = _SIMPLE.match(arg)
-        if m is None:
-            return None
-        axes.append([(m["key"].lstrip("+~"), v) for v in m["values"].split(",")])
-    return [dict(combo) for combo in itertools.product(*axes)]
-
-
 def expected_jobs(sweep: Path) -> tuple[list[dict] | None, str]:
     """The jobs Hydra's basic sweeper launched for this sweep, in job-number order, from multirun.yaml:
     [{'num': 0, 'overrides': {...}}, ...], or None and why it could not be derived."""
-    path = sweep / "multirun.yaml"
-    if not path.exists():
+    if not (sweep / MULTIRUN).exists():
         return None, "no multirun.yaml"
     try:
-        hydra = (_yaml(path) or {}).get("hydra") or {}
-        sweeper = hydra.get("sweeper") or {}
-        if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
-            return None, f"sweeper {sweeper.get('_target_')} is not Hydra's basic sweeper"
-        # the basic sweeper puts its `params` before the command line's overrides, as here
-        args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-        args += list((hydra.get("overrides") or {}).get("task") or [])
-        jobs = _simple_sweep(args)
-        if jobs is None:
-            jobs = [parse_overrides(ovs) for ovs in _hydra_sweep(args)]
-        return [{"num": i, "overrides": ovs} for i, ovs in enumerate(jobs)], ""
+        jobs = expand(sweep).jobs
     except Exception as exc:  # a report on a partial sweep must not die on a config it cannot parse
         return None, f"could not read multirun.yaml ({type(exc).__name__}: {exc})"
-
-
-def _hydra_sweep(args: list[str]) -> list[list[str]]:
-    """Each job's override strings, by Hydra's basic sweeper itself (one batch: max_batch_size None)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
+    return [{"num": i, "overrides": parse_overrides(ovs)} for i, ovs in enumerate(jobs)], ""
 
 
 def _int(value) -> int | None:
@@ -189,8 +137,8 @@ def _job_number(folder: str) -> int | None:
 
 
 def _is_job_folder(p: Path) -> bool:
-    return (p.is_dir() and not p.name.startswith(".") and p.name not in ("report", "wandb")
-            and ((p / RESULT).exists() or (p / ".hydra").is_dir() or bool(folder_labels(p.name))))
+    # a numbered folder from before the overrides-named ones may hold nothing yet but its name
+    return is_job_folder(p) or (p.is_dir() and p.name not in NOT_JOBS and bool(folder_labels(p.name)))
 
 
 def find_jobs(sweep: Path) -> tuple[list[Job], list[str]]:
@@ -209,7 +157,7 @@ def find_jobs(sweep: Path) -> tuple[list[Job], list[str]]:
     launched = {}  # folder -> (its job number, its overrides), the two ways to match multirun.yaml
     for folder in (p for p in sweep.iterdir() if _is_job_folder(p)):
         ov_path = folder / ".hydra" / "overrides.yaml"
-        overrides = parse_overrides(_yaml(ov_path)) if ov_path.exists() else folder_labels(folder.name)
+        overrides = parse_overrides(read_yaml(ov_path)) if ov_path.exists() else folder_labels(folder.name)
         launched[folder] = (_job_number(folder.name), overrides)
 
     def position(folder: Path) -> int | None:
