@@ -1,4 +1,4 @@
-"""Parallel jobs benchmark (issue 12): the same 4-job tiny sweep launched job after job (basic
+"""Parallel jobs benchmark: the same 4-job tiny sweep launched job after job (basic
 launcher), side by side with submitit_local, and with joblib n_jobs=2, measured in one run and printed
 as ratios to job after job (process start-up included). Each job takes its share of the cores
 (threads.py), so side-by-side jobs must not collapse the way oversubscribed ones do; the per-job

@@ -1,4 +1,4 @@
-"""Report benchmark (issue 12): wall time and peak memory of the cross-run report on generated
+"""Report benchmark: wall time and peak memory of the cross-run report on generated
 paper-length sweeps of 30 and 300 jobs, measured in one run and printed with their ratios.
 
     python -m benchmarks.bench_report                      # 30 and 300 jobs x 1000 steps x 420 matrices

@@ -147,3 +147,11 @@ def wandb_records(job_dir: Path) -> list[dict]:
     out = subprocess.run([wandb_bin, "leet", "inspect", "--json", str(files[-1])], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def read_csv(path: Path) -> list[dict]:
+    """A report CSV as rows of strings, the way a reader of the file sees it."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

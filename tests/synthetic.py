@@ -20,8 +20,8 @@ of the last three is an override only when more than one value is given). The al
 default) writes records without the `algorithm` key, as before the axis existed. Accuracy grows by 0.03
 per doubling of lora.r over 8. An adalora job's `rank` column moves during training (adalora_ranks);
 its record's allocation holds the final per-layer ranks. Layouts: `numbered` names job folders
-`<n>_<strategy>_<budget>_s<seed>` (conf/config.yaml until issue 7), `overrides` names them from the
-job's overrides (`seed-0_strategy-uniform`, grpo_rank/sweep/naming.py).
+`<n>_<strategy>_<budget>_s<seed>` (what conf/config.yaml wrote before folders were named by the swept
+keys), `overrides` names them from the job's overrides (`seed-0_strategy-uniform`, grpo_rank/sweep/naming.py).
 
 Gradient norms are drawn so that the statistics are non-trivial and the scaling artefact is known: a
 module's norm is base(t, l, m) * s(r) sqrt(r) / (s(r0) sqrt(r0)) * (r / r0)^amplification * noise, with

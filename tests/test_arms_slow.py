@@ -1,6 +1,7 @@
-"""The arms of issue 9 end to end, as a user runs them: a tiny multirun over algorithm x strategy (with
-adalora) x lora.r, a per-reward sweep, and the report that reads both (capacity curve, landscapes by
-algorithm, rank trajectories, per-reward landscapes). Slow: 10 real tiny jobs through the CLI."""
+"""The study's missing arms (algorithms, capacity curve, AdaLoRA, per-reward gradients) end to end, as a
+user runs them: a tiny multirun over algorithm x strategy (with adalora) x lora.r, a per-reward sweep,
+and the report that reads both (capacity curve, landscapes by algorithm, rank trajectories, per-reward
+landscapes). Slow: 10 real tiny jobs through the CLI."""
 
 from __future__ import annotations
 

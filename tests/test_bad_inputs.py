@@ -1,4 +1,4 @@
-"""The catalogue of bad inputs (issue 11): config overrides, damaged data files, model paths, earlier-run
+"""The catalogue of bad inputs: config overrides, damaged data files, model paths, earlier-run
 folders and budgets. Each is rejected as bad input in one line naming the field or file, before any
 model loads; the command exits 2 with no traceback, and in a sweep the job is recorded failed while the
 others go on. Hostile completions are catalogued in tests/test_rewards.py.

@@ -1,6 +1,6 @@
 """Behaviour kept across refactors: the tiny-model sweep (uniform, proportional, random; seed 0) gives the
 same ranks, parameter counts, gradient records, training rewards, replies and accuracies as the records
-committed in tests/golden/tiny_sweep.json, which the code before the issue-7 redesign produced.
+committed in tests/golden/tiny_sweep.json, which the code before the first redesign (typed records, a module per stage) produced.
 
 One thread per process, as when the golden records were made: thread count changes float summation order.
 Where a later change alters a result on purpose, the golden entry is regenerated in the same commit

@@ -15,7 +15,6 @@ built so that each statistic has a closed-form answer:
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import math
@@ -33,6 +32,7 @@ from grpo_rank.analysis import report as rp
 from grpo_rank.analysis.stats import wilson_interval
 from grpo_rank.record.files import write_grad_records
 from grpo_rank.record.result import Allocation, EvalSummary, JobIdentity, JobResult, Params, TrainInfo, write_result
+from tests.conftest import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -155,11 +155,6 @@ def make_sweeps(root: Path) -> tuple[Path, Path]:
         yaml.safe_dump(["strategy=proportional", "seed=2"]))
     write_job(b, "0_none_full_s0", "none", 0, correct=set(range(10)))
     return a, b
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def stat(rows, strategy, statistic, subset="all", seed="mean", budget="full") -> dict:
@@ -438,7 +433,7 @@ GOLDEN = ROOT / "tests" / "golden" / "report_tables.json"
 
 def golden_scenarios(root: Path) -> dict[str, list[Path]]:
     """The sweeps whose tables tests/golden/report_tables.json holds, as computed by the report before
-    it became a package (grpo_rank/analysis/report.py at e72c1ca): the known-answer sweeps above, a synthetic
+    it became a package (grpo_rank/report.py at e72c1ca): the known-answer sweeps above, a synthetic
     sweep with a failed, an unfinished and a never-started job and profile-phase rows, and one with 5
     seeds (the seed bootstrap then draws at random)."""
     from tests.synthetic import make_sweep
@@ -576,7 +571,7 @@ def test_expected_jobs_equal_hydras_basic_sweeper_for_any_syntax(args, tmp_path)
     assert [e["overrides"] for e in expected] == [layout.parse_overrides(ovs) for ovs in hydra]
 
 
-# --- the scaling artefact (issue 8): synthetic sweeps whose scaling slope is planted -----------------------
+# --- the scaling artefact: synthetic sweeps whose scaling slope is planted -----------------------
 
 PLANTED = {"fixed": -0.5, "rslora": 0.0, "per_rank": 0.5}  # log-log slope of norm vs rank that s(r) sqrt(r) gives
 

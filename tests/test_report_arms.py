@@ -8,7 +8,6 @@ never wrote a record join their siblings' arm; the tables name a field only wher
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -20,14 +19,10 @@ from grpo_rank.analysis.report.jobs import Arm, Job, arm_name, base_reference, u
 from grpo_rank.analysis.report.markdown import label_fields
 from grpo_rank.analysis.report.tables import fmt, table1_rows
 from grpo_rank.analysis.report.wandb_mirror import summary_values
+from tests.conftest import read_csv
 from tests.synthetic import make_sweep
 
 SMALL = dict(steps=4, layers=4, modules=2, n_questions=20)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def section(md: str, title: str) -> list[str]:

@@ -6,7 +6,6 @@ computed by hand from the jobs' result.json, the order of its rows, and Figure 3
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import warnings
@@ -18,14 +17,10 @@ from scipy import stats as sps
 
 from grpo_rank.analysis import report as rp
 from grpo_rank.analysis.report.capacity import capacity_points, figure3
+from tests.conftest import read_csv
 from tests.synthetic import make_sweep
 
 SMALL = dict(steps=3, layers=4, modules=2, n_questions=40)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ write every file, use the first step with a gradient as "at init", and name what
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from grpo_rank.analysis import report as rp
+from tests.conftest import read_csv
 from tests.synthetic import make_sweep
 
 
@@ -47,11 +47,6 @@ def report(tmp_path_factory):
     return rp.build([sweep], sweep / "report", use_wandb=False, progress=False), dead
 
 
-def rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def test_every_file_is_written(report):
     rep, _ = report
     for name in ("report.md", "table1.csv", "stats.csv", "paired.csv", "rank_shift.csv", "capacity.csv",
@@ -61,7 +56,7 @@ def test_every_file_is_written(report):
 
 def test_init_statistics_use_the_first_step_with_a_gradient(report):
     rep, _ = report
-    st = rows(rep.out / "stats.csv")
+    st = read_csv(rep.out / "stats.csv")
     init = [r for r in st if r["statistic"] == "scaling_slope_init" and r["seed"] == "s2"]
     assert init, "seed 2 keeps its init slopes"
     for r in init:
@@ -72,7 +67,7 @@ def test_init_statistics_use_the_first_step_with_a_gradient(report):
 
 def test_a_run_without_any_gradient_is_skipped_where_it_must_be(report):
     rep, dead = report
-    st = rows(rep.out / "stats.csv")
+    st = read_csv(rep.out / "stats.csv")
     # no "at init" slope for the dead job's seed (proportional s1); its mean-over-steps slope is n/a, not a crash
     assert not [r for r in st if r["statistic"].endswith("_init") and r["strategy"] == "proportional"
                 and r["seed"] == "s1"]

@@ -8,7 +8,6 @@ without per-reward records unchanged.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import shutil
@@ -28,17 +27,13 @@ from grpo_rank.analysis.report.jobs import active, arms_of
 from grpo_rank.analysis.report.markdown import render
 from grpo_rank.analysis.report.rewards import FIG5, REWARDS_CSV, reward_rows, strict_winners
 from grpo_rank.record.files import GRADS, REWARD_GRADS, read_grad_records, write_grad_records
+from tests.conftest import read_csv
 from tests.synthetic import make_sweep, reward_profiles
 
 L, STEPS, MODULES = 6, 3, 2
 SMALL = dict(jobs=4, steps=STEPS, layers=L, modules=MODULES, n_questions=20, strategies=("uniform", "proportional"),
              profile_steps=2)
 COMPONENTS = ["format", "correctness", "kl"]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def by_hand(path: Path, phase: str) -> dict[str, np.ndarray]:

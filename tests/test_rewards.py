@@ -16,7 +16,7 @@ CASES = [
     ("<think>9+9=18</think><answer>20</answer>", "18", 1.0, 0.0, 1.0, 0.25),  # computed, answered another
     ("<think></think><answer></answer>", "42", 1.0, 0.0, 1.0, 0.0),  # empty answer: well-formed, wrong
     ("<think>a</think><answer> </answer> 42", "42", 0.0, 0.0, 0.8, 0.25),  # text after; capped at 0.8
-    ("</answer> 5 <answer><think></think>", "5", 0.0, 0.0, 0.8, 0.5),  # tags out of order (was 1.0 format)
+    ("</answer> 5 <answer><think></think>", "5", 0.0, 0.0, 0.8, 0.5),  # tags out of order: no strict format, partial credit
     ("<answer>42</answer><think>x</think>", "42", 0.0, 1.0, 0.8, 1.0),  # answer before think
     ("Sure! <think>x</think><answer>42</answer>", "42", 0.0, 1.0, 0.8, 1.0),  # text before the tags
     ("<think>x</think> so <answer>42</answer>", "42", 0.0, 1.0, 0.8, 1.0),  # text between the tags

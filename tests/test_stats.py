@@ -379,7 +379,7 @@ def test_stats_imports_neither_torch_nor_scipy_nor_statsmodels():
     import subprocess
     import sys
 
-    # scipy.stats and statsmodels take ~1 s to import, a third of the report's budget (issue 12)
+    # scipy.stats and statsmodels take ~1 s to import, a third of the report's time budget
     code = ("import sys, grpo_rank.analysis.stats; "
             "print(sorted(m for m in ('torch', 'scipy', 'statsmodels') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -18,7 +18,7 @@ Conventions shared by all functions:
   value, the shares of an all-zero map) is NaN, never an exception: the report prints it as n/a.
 
 Why not scipy.stats and statsmodels: importing them takes ~1 s, a third of the report's time budget
-(issue 12). Each function here that used them is the same formula on numpy, checked against scipy.stats
+(measured). Each function here that used them is the same formula on numpy, checked against scipy.stats
 / statsmodels in tests/test_stats.py; the bootstraps draw the same resamples as scipy.stats.bootstrap.
 """
 

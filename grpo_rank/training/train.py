@@ -2,11 +2,11 @@
 or the main run at the allocated ranks) with the job's algorithm (algorithms.py: GRPOTrainer with a
 loss type, RLOOTrainer, or SFTTrainer, from TRAINERS) and returns its gradient records.
 
-TRL's defaults that do not fit here are overridden in `common_args` for every trainer: bf16 only on a GPU that has it,
-our learning rate (TRL's 1e-6 is too low for LoRA), gradient checkpointing off unless asked for, no
-trainer-side clipping (done after profiling, see profiler.py), no reporting (we stream to W&B ourselves
-so the run identity is ours), and checkpoints every `grpo.save_steps` steps that a relaunch of the same
-job resumes from (checkpoint.py).
+TRL's defaults that do not fit here are overridden in `common_args` for every trainer: bf16 only on a
+GPU that has it, our learning rate (TRL's 1e-6 is too low for LoRA), gradient checkpointing off unless
+asked for, no trainer-side clipping (gradnorm.ClipGradients clips after the profiler has read the
+gradient), no reporting (we stream to W&B ourselves so the run identity is ours), and checkpoints every
+`grpo.save_steps` steps that a relaunch of the same job resumes from (checkpoint.py).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ from grpo_rank.record.files import GRADS, OUTCOMES, RESULT, REWARD_GRADS
 from grpo_rank.record.result import JobResult, RecordError, read_result
 from grpo_rank.sweep.layout import MULTIRUN, NOT_JOBS, expand, is_job_folder, parse_overrides, read_yaml
 
-# the numbered job folders of conf/config.yaml before issue 7: ${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}
+# the numbered job folders conf/config.yaml wrote before folders were named by the swept keys:
+# ${hydra.job.num}_${strategy.name}_${budget.name}_s${seed}
 JOB_DIR = re.compile(r"^(?P<num>\d+)_(?P<strategy>[^_]+)_(?P<budget>[^_]+)_s(?P<seed>-?\d+)$")
 PHASE = "train"  # gradient statistics use the training phase: the run at its own ranks
 

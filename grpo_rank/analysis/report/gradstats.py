@@ -1,5 +1,5 @@
 """The study's gradient statistics in long form (stats.csv), and the same measured against the LoRA
-scaling artefact (issue 8).
+scaling artefact.
 
 The artefact: PEFT scales a LoRA module by s(r), and at initialisation (B = 0) its gradient is all in B
 with ||grad B|| ~ s(r) sqrt(r). With fixed alpha (s = alpha / r, the study's setting) that is
