@@ -34,7 +34,8 @@ study: setup ## the CPU study (experiment=cpu_study: 5 arms x 3 seeds + 2 rsLoRA
 run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change
 	$(PY) -m grpo_rank.run $(ARGS)
 
-test: setup ## the default test suite (a few minutes on 2 cores)
+test: setup ## lint (ruff) and the default test suite (what CI runs)
+	$(PY) -m ruff check grpo_rank tests benchmarks
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the sweep on Slurm, 2-process jobs (local-slurm.sh start first)

@@ -67,6 +67,30 @@ def detached_wandb_service(idle_timeout: str = "5m"):
                        capture_output=True, timeout=120)
 
 
+# the session's one tiny sweep (uniform, proportional, random x seeds 0, 1), shared by the golden, CLI and
+# report tests; a test that must change it works on its own copy (copy_tiny_sweep)
+TINY_STRATEGIES = ("uniform", "proportional", "random")
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as when the golden records were made
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, cache_dir):
+    """(the sweep folder, the finished process) of `python -m grpo_rank.run -m` on the tiny model."""
+    root = tmp_path_factory.mktemp("tiny_sweep")
+    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(TINY_STRATEGIES)}", "seed=0,1",
+                    "tracking.mode=offline", f"hydra.sweep.dir={root}/multirun", f"profile.cache_dir={root}/profiles"],
+                   cwd=root, env_extra=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "multirun", proc
+
+
+def copy_tiny_sweep(tiny_sweep, dest: Path) -> Path:
+    """A copy of the shared sweep (with its profile cache beside it) that a test may change."""
+    sweep_dir, _ = tiny_sweep
+    shutil.copytree(sweep_dir.parent, dest)
+    return dest / sweep_dir.name
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     path = Path(os.environ.get("GRPO_RANK_CACHE") or tmp_path_factory.mktemp("cache"))

@@ -17,25 +17,18 @@ import pytest
 
 from grpo_rank.record.files import read_grad_records, read_jsonl
 from grpo_rank.record.result import read_result
-from tests.conftest import run_cli
+from tests.conftest import TINY, TINY_STRATEGIES, jobs_by_arm
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "tiny_sweep.json").read_text())
 STRATEGIES = tuple(GOLDEN["jobs"])
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, cache_dir):
-    root = tmp_path_factory.mktemp("golden")
-    proc = run_cli(["grpo_rank.run", "-m", *GOLDEN["command_overrides"], f"strategy={','.join(STRATEGIES)}",
-                    "tracking.mode=disabled", f"hydra.sweep.dir={root}/multirun",
-                    f"profile.cache_dir={root}/profiles"], cwd=root,
-                   env_extra={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = {}
-    for path in (root / "multirun").glob("*/result.json"):
-        res = read_result(path.parent)
-        jobs[res.job.strategy] = (path.parent, res)
-    return jobs
+def sweep(tiny_sweep):
+    """The seed-0 jobs of the session's tiny sweep: the golden command's overrides, one thread each."""
+    assert GOLDEN["command_overrides"] == [*TINY, "seed=0"] and set(STRATEGIES) == set(TINY_STRATEGIES)
+    return {strategy: (folder, read_result(folder)) for (strategy, _, seed), folder in jobs_by_arm(tiny_sweep[0]).items()
+            if seed == 0}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

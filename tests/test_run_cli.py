@@ -15,18 +15,14 @@ from grpo_rank.allocation.importance import layer_importance
 from grpo_rank.profiling.cache import ProfileCache
 from grpo_rank.record.files import read_grad_records, read_jsonl
 from grpo_rank.record.result import read_result
-from tests.conftest import TINY, jobs_by_arm, run_cli, wandb_records
+from tests.conftest import ONE_THREAD, TINY, TINY_STRATEGIES, copy_tiny_sweep, jobs_by_arm, run_cli, wandb_records
 
-STRATEGIES = ("uniform", "proportional", "random")
+STRATEGIES = TINY_STRATEGIES
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, cache_dir):
-    root = tmp_path_factory.mktemp("sweep")
-    proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0,1",
-                    "tracking.mode=offline", f"hydra.sweep.dir={root}/multirun"], cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "multirun", proc
+def sweep(tiny_sweep):
+    return tiny_sweep
 
 
 def job_dirs(sweep_dir: Path, seed: int = 0) -> dict[str, Path]:
@@ -174,11 +170,12 @@ def test_wandb_dashboard_names_only_what_the_runs_log(sweep, tmp_path):
     assert names["columns"] <= set(table["columns"]) and len(table["data"]) > 0
 
 
-def test_relaunch_with_one_more_seed_runs_only_the_new_jobs(sweep):
-    sweep_dir, first = sweep
+def test_relaunch_with_one_more_seed_runs_only_the_new_jobs(tiny_sweep, tmp_path):
+    sweep_dir = copy_tiny_sweep(tiny_sweep, tmp_path / "copy")
     before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
     proc = run_cli(["grpo_rank.run", "-m", *TINY, f"strategy={','.join(STRATEGIES)}", "seed=0,1,2",
-                    "tracking.mode=offline", f"hydra.sweep.dir={sweep_dir}"], cwd=sweep_dir.parent)
+                    "tracking.mode=offline", f"hydra.sweep.dir={sweep_dir}", f"profile.cache_dir={sweep_dir.parent}/profiles"],
+                   cwd=sweep_dir.parent, env_extra=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = {line.strip().split(": ")[0]: line.strip().split(": ")[1] for line in proc.stdout.splitlines()
                if line.startswith("  ") and ": " in line}
