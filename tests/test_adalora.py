@@ -1,6 +1,6 @@
 """strategy=adalora (adalora.py) on the tiny model with real TRL and PEFT: the ranks move during GRPO
-training and end exactly on the budget, the orthogonal regulariser reaches the gradient the profiler and
-the optimizer see, and the rank trajectory is in the records."""
+training and end exactly on the budget, the orthogonal regulariser reaches the gradient the optimizer sees
+but not the gradient records (its norm is logged apart), and the rank trajectory is in the records."""
 
 from __future__ import annotations
 
@@ -69,49 +69,82 @@ def test_the_rank_trajectory_streams_to_wandb_on_the_training_axis(job):
 
 
 class CaptureGrads(TrainerCallback):
-    """The LoRA gradients the profiler sees at the first step (runs after it), and the independently
-    computed gradient of PEFT's orthogonal regulariser at the same parameters."""
+    """Per step: the LoRA A/B gradients the profiler records (this callback runs after it, before the
+    regulariser), the independently computed gradient of PEFT's orthogonal regulariser at the same
+    parameters, and the gradients the optimizer stepped with (no clip in these runs)."""
 
     def __init__(self):
-        self.grads, self.penalty = {}, {}
+        self.recorded, self.penalty, self.stepped = [], [], []
+
+    @staticmethod
+    def _params(model):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad and ("lora_A" in n or "lora_B" in n)}
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self.grads:
-            return
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad and ("lora_A" in n or "lora_B" in n)}
-        self.grads = {n: p.grad.detach().clone() for n, p in params.items()}
+        params = self._params(model)
+        self.recorded.append({n: p.grad.detach().clone() for n, p in params.items()})
         terms = []
         for n, p in params.items():
             m = p @ p.T if "lora_A" in n else p.T @ p
             terms.append(torch.sqrt(((m - torch.eye(m.shape[0])) ** 2).sum()))
         with torch.enable_grad():
             g = torch.autograd.grad(torch.stack(terms).mean(), list(params.values()))
-        self.penalty = {n: gi.detach() for n, gi in zip(params, g)}
+        self.penalty.append({n: gi.detach() for n, gi in zip(params, g)})
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):  # before the gradients are zeroed
+        self.stepped.append({n: p.grad.detach().clone() for n, p in self._params(model).items()})
 
 
-def _first_step(weight: float, tmp_path) -> CaptureGrads:
-    cfg = typed(*ADALORA, "grpo.steps=2", f"adalora.orth_reg_weight={weight}")
+def _run(weight: float, tmp_path, steps: int = 2):
+    cfg = typed(*ADALORA, f"grpo.steps={steps}", f"adalora.orth_reg_weight={weight}", "grpo.max_grad_norm=0")
     model, tok = models.load(cfg.model, cfg.cache_dir, cfg.seed)
     cap = CaptureGrads()
     job_dir = tmp_path / str(weight)
     job_dir.mkdir()
-    train(model, tok, training_data(cfg), [8] * 12, cfg, phase="train", steps=2, job_dir=job_dir, callbacks=[cap])
-    return cap
+    out = train(model, tok, training_data(cfg), [8] * 12, cfg, phase="train", steps=steps, job_dir=job_dir,
+                callbacks=[cap])
+    return cap, out
 
 
-def test_the_orthogonal_regulariser_is_in_the_gradient(tmp_path, cache_dir):
-    plain, regularised = _first_step(0.0, tmp_path), _first_step(0.5, tmp_path)
-    assert plain.grads.keys() == regularised.grads.keys() and len(plain.grads) == 2 * 12 * 7
-    diff = max(float((regularised.grads[n] - plain.grads[n] - 0.5 * plain.penalty[n]).abs().max())
-               for n in plain.grads)
-    moved = max(float((regularised.grads[n] - plain.grads[n]).abs().max()) for n in plain.grads)
-    assert moved > 1e-5, moved  # A ~ N(0, 0.02) at init: the regulariser's gradient is small, not zero
-    assert diff < 1e-3 * moved, (diff, moved)
+def test_the_orthogonal_regulariser_is_stepped_with_but_not_recorded(tmp_path, cache_dir):
+    cap, out = _run(0.5, tmp_path)
+    assert len(cap.recorded) == len(cap.stepped) == 2 and len(cap.recorded[0]) == 2 * 12 * 7
+    # PEFT starts E at 0: the GRPO loss gives A and B no gradient at the first step, only the regulariser does
+    assert all(float(g.abs().max()) == 0 for g in cap.recorded[0].values())
+    assert any(float(g.abs().max()) > 0 for g in cap.recorded[1].values())  # E has moved: now the loss does
+    for recorded, penalty, stepped in zip(cap.recorded, cap.penalty, cap.stepped):
+        moved = max(float((stepped[n] - recorded[n]).abs().max()) for n in recorded)
+        diff = max(float((stepped[n] - recorded[n] - 0.5 * penalty[n]).abs().max()) for n in recorded)
+        assert moved > 1e-5 and diff < 1e-4 * moved, (diff, moved)  # the optimizer steps with 0.5 x its gradient
+    # the gradient records hold the loss's gradient alone: step 1 all zero, step 2 the recorded norms
+    lora = np.isin(out.grads["matrix"], ["A", "B"])
+    assert np.all(out.grads["norm"][lora & (out.grads["step"] == 1)] == 0)
+    at2 = out.grads["norm"][lora & (out.grads["step"] == 2)]
+    assert np.allclose(np.sort(at2), np.sort([float(g.norm()) for g in cap.recorded[1].values()]), rtol=1e-5)
+    # ... and the regulariser's value and weighted gradient norm are in the train log, step by step
+    logged = [r for r in out.log_rows if "adalora/orth_reg_grad_norm" in r]
+    assert [r["step"] for r in logged] == [1, 2]
+    for row, penalty in zip(logged, cap.penalty):
+        norm = float(torch.sqrt(sum((0.5 * g).pow(2).sum() for g in penalty.values())))
+        assert row["adalora/orth_reg_grad_norm"] == pytest.approx(norm, rel=1e-5)
+        assert row["adalora/orth_reg"] > 0
+
+
+def test_the_regulariser_weight_changes_no_first_step_record(tmp_path, cache_dir):
+    """At step 1 both runs have the same parameters: their records agree whatever the regulariser's weight
+    (and step 2's, after a step with and one without it, do not)."""
+    _, plain = _run(0.0, tmp_path)
+    _, regularised = _run(0.5, tmp_path)
+    first = plain.grads["step"] == 1
+    assert np.array_equal(plain.grads["norm"][first], regularised.grads["norm"][first])
+    assert not np.array_equal(plain.grads["norm"][~first], regularised.grads["norm"][~first])
+    assert not any("adalora/orth_reg" in r for r in plain.log_rows)
 
 
 @pytest.mark.parametrize("override, field", [("lora.alpha_mode=rslora", "lora.alpha_mode"),
                                              ("adalora.warmup_fraction=0.8", "adalora.final_fraction"),
                                              ("adalora.init_r=4", "adalora.init_r"),
+                                             ("adalora.init_r=8", "adalora.init_r"),  # = lora.r: nothing to mask
                                              ("grpo.steps=1", "grpo.steps")])
 def test_bad_adalora_settings_are_one_line_errors(override, field):
     with pytest.raises(ConfigError, match=rf"^{field}="):

@@ -170,6 +170,15 @@ CASES: dict[str, Case] = {
     "no projection": Case(("lora.target_modules=[]",), "lora.target_modules=[]: is empty"),
     "projection twice": Case(("lora.target_modules=[q_proj,q_proj]",), "names a projection twice"),
     "proportional dry run without a profile": Case(("strategy=proportional", "dry_run=true"), "profile.from_run"),
+    # PEFT's AdaLoRA masks its start down to the budget: a start at the budget crashes mid-training (k = 0)
+    "adalora starting at its budget": Case(("model=tiny", "strategy=adalora", "adalora.init_r=8"),
+                                           "adalora.init_r=8: AdaLoRA masks ranks away from its start, which must "
+                                           "exceed the budget it ends on (lora.r=8 x budget.fraction=1 per module)"),
+    "adalora starting at its rounded budget": Case(
+        ("model=tiny", "strategy=adalora", "adalora.init_r=8", "budget.fraction=0.99"),
+        "adalora.init_r=8: the starting rank 8 on 12 layers (96) must exceed the budget's total rank of 96"),
+    "per-reward split with vLLM and dropout": Case(("profile.per_reward=true", "lora.dropout=0.05", "grpo.use_vllm=true"),
+                                                   "profile.per_reward=True: with vLLM generation and lora.dropout=0.05"),
     "proportional with 0 profile steps": Case(("strategy=proportional", "profile.steps=0"), "profile.steps=0"),
     "gsm8k without a source": Case(("task=gsm8k", "task.hub_id=null"), "task.path=None"),
     "hub model without a path": Case((*HUB, "model.path=null"), "model.path=None"),
@@ -281,6 +290,7 @@ def test_bad_input_is_one_line_before_any_model_loads(name, tmp_path, no_model_l
     (FROM_RUN, earlier_run(strategy="proportional", phase="profile")),  # so is a job's profile phase
     (("model=tiny", "strategy=random", "budget.fraction=0.5"), None),  # 48 = 12 layers x r_min 4
     (("model=tiny", "budget=reduced70"), None),
+    (("model=tiny", "strategy=adalora", "adalora.init_r=8", "budget=reduced70"), None),  # 96 masked down to 68
     (("strategy=uniform", "budget.fraction=0.5", "lora.r_min=4"), None),  # SmolLM2's 30 layers x 4 = 120
     (("eval.split=train",), None),
     (("experiment=paper", "task.path={tmp}/data", "grpo.use_vllm=null"), gsm8k_dir()),  # a hub id: not checked

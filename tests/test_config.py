@@ -225,7 +225,8 @@ OLD_IDENTITY_DROPS = {"tracking", "dry_run", "cache_dir", "force", "profile.cach
 OLD_PROFILE_KEEPS = {"model", "task", "lora", "grpo", "seed"}
 OLD_PROFILE_DROPS = {"lora.r_min", "lora.r_max", "lora.multiple", "grpo.logging_steps", "grpo.save_steps",
                      "grpo.steps"}
-NEW_FIELDS_WITHOUT_RESULT = {"threads"}  # added after e72c1ca: thread count changes no result
+# added after e72c1ca: thread count changes no result; the split's tolerance only whether a job stops
+NEW_FIELDS_WITHOUT_RESULT = {"threads", "profile.per_reward_tolerance"}
 # added later, left out at the value every earlier result had (omit_at): distributed.processes=1
 NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed"}
 
@@ -259,6 +260,7 @@ def test_result_payloads_make_the_old_decisions(overrides):
     ("tracking.mode=disabled", False, False),
     ("force=true", False, False),
     ("grpo.save_steps=5", False, False),
+    ("profile.per_reward_tolerance=0.01", False, False),
     ("profile.cache_dir=/elsewhere", False, False),
     ("threads=1", False, False),
     ("distributed.processes=2", True, True),

@@ -90,3 +90,13 @@ def test_no_adalora_job_no_figure_and_one_line(adalora, tmp_path):
     assert [x for x in section.splitlines() if x] == [
         "Rank trajectories: none (no job of a strategy whose ranks move, adalora, with training-phase gradient "
         "records)."]
+
+
+def test_the_definitions_say_how_adalora_differs_from_uniform(adalora):
+    _, rep = adalora
+    defs = " ".join(rep.markdown.split("## Definitions", 1)[1].split())  # lines rejoined
+    for text in ("scaled by alpha / init_r on every module whatever rank it has kept",
+                 "with the default init_r = 3/2 r, 2/3 of uniform's scale", "E = 0 with A and B drawn from N(0, 0.02^2)",
+                 "uniform: A Kaiming-uniform, B = 0", "first step's A and B gradients are 0",
+                 "hold the GRPO loss's gradient alone", "`adalora/orth_reg_grad_norm`"):
+        assert text in defs, text

@@ -42,7 +42,7 @@ SIGNALS = {
 FULL_WEIGHT = "W"
 # lora.alpha_mode -> the LoRA scaling s(l) it gives, and the log-log slope of a module's gradient norm
 # against its rank that this scaling alone produces at init: with B = 0, ||grad B|| ~ s(l) * sqrt(r(l))
-ALPHA_MODES = {"fixed": "alpha / r(l), as in the study: slope -1/2",
+ALPHA_MODES = {"fixed": "alpha / r(l), PEFT's convention (the study states none): slope -1/2",
                "rslora": "alpha / sqrt(r(l)) (rsLoRA): slope 0",
                "per_rank": "alpha / lora.r on every layer (alpha grows with r(l)): slope +1/2"}
 SCALING_SLOPES = {"fixed": -0.5, "rslora": 0.0, "per_rank": 0.5}

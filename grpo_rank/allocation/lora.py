@@ -69,7 +69,7 @@ def lora_config(sites: Sequence[Site], ranks: Sequence[int], settings: LoraSetti
         alpha_pattern = {re.escape(s.name): settings.alpha * ranks[s.layer] / settings.r for s in sites}
     return LoraConfig(
         r=settings.r,  # never used: every targeted module has its own rank_pattern entry
-        lora_alpha=settings.alpha,  # alpha_mode=fixed, as in the study: scaling alpha/r moves with the rank
+        lora_alpha=settings.alpha,  # alpha_mode=fixed (PEFT's convention; the study states none): alpha/r moves with r
         lora_dropout=settings.dropout,
         target_modules=[s.name for s in sites],
         rank_pattern=rank_pattern,

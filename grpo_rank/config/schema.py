@@ -199,6 +199,9 @@ class ProfileSettings:
     # record each reward's share of the gradient (and the KL term's) per step in reward_grads.parquet, in every
     # phase the job trains (reward_split.py); costs one more forward and backward per reward and micro-batch
     per_reward: bool = setting(False)
+    # the largest relative residual ||G - sum_k G_k - G_kl|| / ||G|| a step may show before the job stops
+    # (reward_split.InexactSplit): float32 rounding is ~1e-7; a larger one means the split is not exact
+    per_reward_tolerance: float = setting(1e-4, NO_RESULT, valid=above(0))
 
 
 @dataclass
@@ -335,6 +338,7 @@ def validate(cfg: RunConfig) -> None:
         _fail("profile.per_reward", True, f"the per-reward split is defined on GRPO's group-normalised "
               f"advantages, which algorithm={cfg.algorithm.name} does not train with",
               "use algorithm=grpo/dapo/dr_grpo/bnpo, or profile.per_reward=false")
+    check_per_reward(cfg, vllm=g.use_vllm is True)  # auto (null) is checked again once resolved (job.runtime_info)
     needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
     if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
         _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
@@ -345,6 +349,17 @@ def validate(cfg: RunConfig) -> None:
     if needs_profile and cfg.dry_run and cfg.profile.from_run is None:
         _fail("profile.from_run", None, f"dry_run trains nothing, so it cannot profile for strategy={cfg.strategy.name}",
               "pass profile.from_run=<a finished job dir> or use strategy=uniform/random")
+
+
+def check_per_reward(cfg: RunConfig, vllm: bool) -> None:
+    """The per-reward split is exact only where the loss is linear in the advantages (reward_split.py).
+    With vLLM generation TRL corrects by the ratio to log-probs taken at generation time; with LoRA dropout
+    those were taken under other masks than the step's, so the clip can bind, and where it binds the loss
+    depends on the sign of the whole advantage, not on the sum of its shares."""
+    if cfg.profile.per_reward and vllm and cfg.lora.dropout > 0:
+        _fail("profile.per_reward", True, f"with vLLM generation and lora.dropout={cfg.lora.dropout} TRL's clipped "
+              "importance ratio makes the loss non-linear in the advantages, so the split cannot be exact",
+              "set lora.dropout=0, or grpo.use_vllm=false, or profile.per_reward=false")
 
 
 def check_adalora(cfg: RunConfig) -> None:
@@ -360,9 +375,12 @@ def check_adalora(cfg: RunConfig) -> None:
         _fail("grpo.steps", cfg.grpo.steps, "strategy=adalora needs a step that scores importance before its "
               "final allocation", "set grpo.steps>=2 (and a smaller adalora.final_fraction)")
     init_r = a.init_r or math.ceil(1.5 * lo.r)
-    if init_r < lo.r:
-        _fail("adalora.init_r", a.init_r, f"AdaLoRA only masks ranks away: it must be >= lora.r={lo.r}",
-              f"e.g. adalora.init_r={math.ceil(1.5 * lo.r)}")
+    per_module = lo.r * cfg.budget.fraction  # the budget's mean rank per module (preflight checks the rounded total)
+    if init_r <= per_module:
+        # PEFT masks the starting total down to the budget; a start at or below it leaves nothing to mask
+        _fail("adalora.init_r", a.init_r, f"AdaLoRA masks ranks away from its start, which must exceed the budget "
+              f"it ends on (lora.r={lo.r} x budget.fraction={cfg.budget.fraction:g} per module)",
+              f"e.g. adalora.init_r={max(math.ceil(1.5 * lo.r), math.floor(per_module) + 1)}")
 
 
 def check_rewards(rewards: Mapping[str, float]) -> None:

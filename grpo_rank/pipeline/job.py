@@ -28,7 +28,7 @@ import torch
 from grpo_rank.allocation import lora
 from grpo_rank.allocation.allocate import STRATEGIES, Bounds, plan
 from grpo_rank.allocation.importance import FULL_WEIGHT, layer_importance
-from grpo_rank.config.schema import RunConfig
+from grpo_rank.config.schema import RunConfig, check_per_reward
 from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split, prompt_dataset, solution_dataset
 from grpo_rank.errors import one_line
@@ -65,6 +65,7 @@ class Laps:
 
 def runtime_info(cfg: RunConfig, plan: ThreadPlan | None) -> RuntimeInfo:
     rt = device.runtime(cfg.model.dtype, cfg.grpo.use_vllm)
+    check_per_reward(cfg, vllm=rt["vllm"])  # grpo.use_vllm=null is only known here, still before any model loads
     return RuntimeInfo(host=socket.gethostname(), threads=torch.get_num_threads(),
                        threads_source=plan.source if plan else "torch default", device=rt["device"],
                        dtype=rt["dtype"], vllm=rt["vllm"], code_version=code_version())

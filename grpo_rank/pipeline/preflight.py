@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -177,6 +178,16 @@ def gguf_block_count(path: Path) -> int:
     raise ValueError("its header names no <architecture>.block_count")
 
 
+def check_adalora_start(cfg: RunConfig, num_layers: int, total: int) -> None:
+    """AdaLoRA's starting total rank (init_r on every layer) exceeds the budget's rounded total: PEFT's
+    mask asks for the k-th smallest score with k = start - budget, which must be >= 1."""
+    init_r = cfg.adalora.init_r or math.ceil(1.5 * cfg.lora.r)
+    if init_r * num_layers <= total:
+        raise InputError(f"adalora.init_r={cfg.adalora.init_r}: the starting rank {init_r} on {num_layers} layers "
+                         f"({init_r * num_layers}) must exceed the budget's total rank of {total}; "
+                         f"e.g. adalora.init_r={total // num_layers + 1}")
+
+
 def check_from_run(cfg: RunConfig, num_layers: int | None) -> None:
     """`profile.from_run`, when the strategy reads it: the same reading the profile stage does (only reads)."""
     if cfg.profile.from_run and STRATEGIES[cfg.strategy.name].needs_profile:
@@ -189,6 +200,8 @@ def check_budget(cfg: RunConfig, num_layers: int | None) -> None:
         return
     lo = cfg.lora
     total = budget_total(lo.r, num_layers, cfg.budget.fraction, lo.multiple)
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        check_adalora_start(cfg, num_layers, total)
     # rank r on every layer, whatever the bounds (allocate.uniform); adalora's budget is uniform's
     if (cfg.strategy.name == "uniform" or STRATEGIES[cfg.strategy.name].adaptive) and total == lo.r * num_layers:
         return

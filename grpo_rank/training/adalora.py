@@ -9,9 +9,11 @@ added to the loss (PEFT adds it to `outputs.loss`, which TRL's GRPO loss ignores
 so it is not even computed), and `update_and_allocate` after every optimizer step, which scores every
 singular triplet and masks the least important down to the budget. Without them a run trains plain
 LoRA at a fixed rank. `AdaLoraSchedule` does both:
-- `on_pre_optimizer_step` (first in the callback list, so the profiler and the clip see it) adds the
-  gradient of orth_reg_weight * mean_m ||P_m P_m^T - I||_F (P = each A, and each B transposed), as
-  PEFT's forward would have added the term to the loss once per optimizer step;
+- `on_pre_optimizer_step` (after the profiler, before the clip) adds the gradient of
+  orth_reg_weight * mean_m ||P_m P_m^T - I||_F (P = each A, and each B transposed), as PEFT's forward
+  would have added the term to the loss once per optimizer step: the clip and the optimizer see it, the
+  gradient records hold the GRPO loss's gradient alone, and the regulariser's value and gradient norm go
+  to the train log apart (`adalora/orth_reg`, `adalora/orth_reg_grad_norm`, mean over the logged steps);
 - `on_optimizer_step` (after the update, before the gradients are zeroed) calls `update_and_allocate`
   with the step just taken (1-based, as the gradient records count steps). The mask it returns is kept
   by the callback while training and put into the adapter's config at the end (see `__init__`).
@@ -23,8 +25,13 @@ the allocator's target to the exact total, so reduced budgets are met exactly to
 at a step is the number of its triplets left unmasked by the last allocation; the gradient records'
 `rank` column carries it per step (the rank trajectory), and the job record's `adaptive` part the
 final ranks. Scaling is PEFT's alpha / init_r for every module whatever its current rank, so only
-`lora.alpha_mode=fixed` applies. The allocator's state (importance averages, mask) is saved with each
-checkpoint and restored on resume.
+`lora.alpha_mode=fixed` applies. PEFT computes B diag(E) A with E = 0 and A, B ~ N(0, 0.02^2) at
+initialisation, so the first step's A and B gradients are 0 (only E has one). The allocator's state
+(importance averages, mask) is saved with each checkpoint and restored on resume.
+
+Budget rule: PEFT masks the starting total (init_r on every module) down to the target; a start that does
+not exceed the target leaves nothing to mask (torch.kthvalue with k = 0 mid-training), so config
+validation and preflight refuse it.
 """
 
 from __future__ import annotations
@@ -109,6 +116,12 @@ def module_ranks(model, pattern: dict | None = None) -> dict[str, int]:
     return out
 
 
+def lora_matrices(model) -> list[torch.nn.Parameter]:
+    """The trainable A and B matrices of the adapter (not E): what the orthogonal regulariser acts on."""
+    return [p for name, p in model.named_parameters()
+            if p.requires_grad and (".lora_A.default" in name or ".lora_B.default" in name) and p.dim() == 2]
+
+
 def orthogonal_penalty(model) -> torch.Tensor:
     """PEFT's regulariser: the mean over A and B matrices of ||P P^T - I||_F (A: P = A, B: P = B^T)."""
     terms = []
@@ -131,6 +144,7 @@ class AdaLoraSchedule(TrainerCallback):
         # down to the rank pattern in its config, and a checkpoint saved that way cannot be loaded back
         # into the full-size modules a resumed run trains (nor match its optimizer state).
         self.pattern: dict | None = None
+        self.logged: list[tuple[float, float]] = []  # (penalty, its weighted gradient's norm) per step since the last log
 
     def ranks_now(self) -> dict[str, int]:
         return module_ranks(self.model, self.pattern or {})
@@ -145,8 +159,25 @@ class AdaLoraSchedule(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.weight <= 0:
             return
+        params = lora_matrices(self.model)
         with torch.enable_grad():
-            (self.weight * orthogonal_penalty(self.model)).backward()
+            penalty = orthogonal_penalty(self.model)
+            grads = torch.autograd.grad(self.weight * penalty, params)
+        for p, g in zip(params, grads):
+            if p.grad is None:
+                p.grad = g.detach().clone()
+            else:
+                p.grad.add_(g)
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        self.logged.append((float(penalty.detach()), float(norm)))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # before the log sink in the callback list: the row it writes carries these
+        if logs is None or "train_runtime" in logs or not self.logged:
+            return
+        logs["adalora/orth_reg"] = sum(v for v, _ in self.logged) / len(self.logged)
+        logs["adalora/orth_reg_grad_norm"] = sum(n for _, n in self.logged) / len(self.logged)
+        self.logged.clear()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         tuner = _adalora_model(self.model)

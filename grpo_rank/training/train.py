@@ -179,11 +179,11 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
 
     Checkpoints go to `output_dir` (default `<job_dir>/trainer_<phase>`); when it already holds a complete
     checkpoint of this same phase, training resumes from it. Extra `callbacks` run after the profiler and
-    before the clip, so they too see the raw gradients.
+    before the clip, so they too see the raw gradients of the loss (before AdaLoRA's regulariser).
     """
     sites = lora.find_sites(model, cfg.lora.target_modules)
     fingerprint = profile_key(cfg, ranks, steps)  # what determines this phase: a checkpoint of another is no use
-    pre = []  # callbacks before the profiler: what changes the gradient it must see
+    first, regulariser = [], []  # before the profiler: the loss's own gradient; after it, before the clip
     if STRATEGIES[cfg.strategy.name].adaptive:
         built_ranks = [adalora.init_rank(cfg)] * len(ranks)
         peft_config = adalora.adalora_config(sites, cfg, steps)
@@ -203,14 +203,15 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     if cfg.profile.per_reward:  # first: it reads the loss's own gradient, before anything adds to it
         recorder = reward_split.RewardRecorder(rewards)
         rewards = recorder.funcs
-        splitter = reward_split.RewardGradients(list(cfg.grpo.rewards), cfg.grpo.beta > 0, phase)
+        splitter = reward_split.RewardGradients(list(cfg.grpo.rewards), cfg.grpo.beta > 0, phase,
+                                                  cfg.profile.per_reward_tolerance)
         if resume:
             splitter.restore(resume)
-        pre.append(splitter)
+        first.append(splitter)
     schedule = None
     if STRATEGIES[cfg.strategy.name].adaptive:
         schedule = adalora.AdaLoraSchedule(cfg, adalora.target_total(cfg, ranks), resume)
-        pre.append(schedule)
+        regulariser.append(schedule)  # its term reaches the clip and the optimizer, not the gradient records
     resumed_from, rows = checkpoint.restore(resume, profiler) if resume else (None, [])
     logs.start(rows)
     if resume:
@@ -222,8 +223,9 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        # order matters: what adds to the gradient, profile, then clip; the records are saved with each checkpoint
-        callbacks=[*pre, profiler, *callbacks, clipper, logs.callback(),
+        # order matters: the split, profile, what adds to the gradient, clip, then the log sink (AdaLoRA puts
+        # its regulariser's values in the log row); the records are saved with each checkpoint
+        callbacks=[*first, profiler, *callbacks, *regulariser, clipper, logs.callback(),
                    checkpoint.SaveRecords(profiler, logs.rows, fingerprint, phase)],
     )
     clipper.accelerator = trainer.accelerator

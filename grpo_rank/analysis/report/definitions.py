@@ -17,7 +17,7 @@ DEFINITIONS = """\
 - **early-vs-late stability**: S(l) over the first ceil({early} T) steps vs over the last ceil({late} T)
   of the T recorded steps; Pearson r and Spearman rho across layers. 1: the ranking seen early holds.
 - **LoRA scaling, and what it alone does to gradient norms**: PEFT multiplies a LoRA module's output by
-  s(r): alpha / r with `lora.alpha_mode=fixed` (the study's setting), alpha / sqrt(r) with `rslora`,
+  s(r): alpha / r with `lora.alpha_mode=fixed` (PEFT's; the study states none), alpha / sqrt(r) with `rslora`,
   alpha / lora.r on every layer with `per_rank`. At initialisation (B = 0) grad A = 0 and ||grad B||
   is proportional to s(r) sqrt(r), so a module's gradient norm goes as r^(-1/2) with fixed alpha (it
   *falls* as the rank grows), as r^0 with rslora and as r^(+1/2) with per_rank, whatever the layer's
@@ -94,6 +94,14 @@ ADDED_DEFINITIONS = """\
   rows of grad_norms.parquet (one per LoRA module) / the number of those rows. Per arm, the mean over
   its seeds when all recorded the same steps and layers, else its first seed's. Printed: over layers,
   the min-max of that rank at the first and at the last recorded step, and its mean at the last step.
+- **adalora against uniform**: the same budget, not the same parametrisation. PEFT's AdaLoRA adds
+  B diag(E) A x scaled by alpha / init_r on every module whatever rank it has kept (uniform with
+  `lora.alpha_mode=fixed`: alpha / r; with the default init_r = 3/2 r, 2/3 of uniform's scale), and starts
+  from E = 0 with A and B drawn from N(0, 0.02^2) (uniform: A Kaiming-uniform, B = 0), so its first
+  step's A and B gradients are 0 (only E, which the records leave out, has one). Its gradient records
+  hold the GRPO loss's gradient alone; the orthogonal regulariser (adalora.orth_reg_weight) is in the
+  update, and its weighted gradient norm is in train_log.jsonl (`adalora/orth_reg_grad_norm`). A
+  difference between the arms mixes the allocation with these.
 """
 
 REWARD_DEFINITIONS = """\
@@ -126,6 +134,8 @@ REWARD_DEFINITIONS = """\
   share of the combined S(l) (dashed), one panel per arm.
 - **decomposition residual**: per job, the largest relative residual ||G - sum_k G_k - G_kl|| / ||G||
   over its training steps (result.json's train.reward_split_residual); the section prints the largest
-  over the jobs with records. Near floating-point rounding the decomposition held; LoRA dropout > 0
-  draws other masks in the extra passes and makes it larger.
+  over the jobs with records. Each extra pass replays its micro-batch's random state, so LoRA dropout
+  draws the step's own masks, and a job stops when a step's residual exceeds profile.per_reward_tolerance
+  (default 1e-4; float32 rounding gives ~1e-8). A larger one comes from a record written before the
+  replay with LoRA dropout > 0, whose extra passes drew other masks.
 """

@@ -2,7 +2,7 @@
 scaling artefact.
 
 The artefact: PEFT scales a LoRA module by s(r), and at initialisation (B = 0) its gradient is all in B
-with ||grad B|| ~ s(r) sqrt(r). With fixed alpha (s = alpha / r, the study's setting) that is
+with ||grad B|| ~ s(r) sqrt(r). With fixed alpha (s = alpha / r, PEFT's convention; the study states none) that is
 alpha / sqrt(r): a module's gradient norm falls with its rank, slope -1/2 in log-log, whatever the
 layer's importance; rsLoRA (s = alpha / sqrt(r)) leaves it flat (0) and alpha_mode=per_rank (s =
 alpha / lora.r everywhere) makes it rise as sqrt(r) (+1/2). A rank-shift correlation on raw norms
