@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from grpo_rank.config.schema import RunConfig, to_typed, validate
 from grpo_rank.errors import InputError, one_line, run_cli, traceback_requested
 from grpo_rank.pipeline.preflight import preflight
-from grpo_rank.pipeline.tracking import identity
+from grpo_rank.pipeline.tracking import identity, job_key
 from grpo_rank.runtime import threads
 from grpo_rank.sweep import naming  # importing naming registers the job-folder resolver conf/config.yaml uses
 from grpo_rank.sweep.runlog import finished_detail, record, should_skip
@@ -104,8 +104,9 @@ def main(cfg: DictConfig) -> None:
         typed = prepare(cfg, hc.runtime.cwd)
     except InputError as exc:
         return _bad_input(job_dir, exc, multirun)
-    ident = identity(typed, job_dir)
-    if should_skip(job_dir, ident.config_hash, typed.force):
+    ident, key = identity(typed, job_dir), job_key(typed)
+    # every launch records the job's key: a later, larger sweep finds this folder by it (sweep/naming.py)
+    if should_skip(job_dir, ident.config_hash, typed.force, key):
         print(f"{ident.name}: skipped, already finished -> {job_dir}")
         return
 
@@ -115,7 +116,7 @@ def main(cfg: DictConfig) -> None:
     from grpo_rank.pipeline import launch
     from grpo_rank.pipeline.job import run_job
 
-    record(job_dir, "started")
+    record(job_dir, "started", job_key=key)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if typed.distributed.processes > 1:  # the same job in N workers of this node (distributed.py)

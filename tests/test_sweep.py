@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from grpo_rank.profiling.cache import ProfileCache
 from grpo_rank.record.files import GRADS, RESULT, RUNS, read_grad_records, read_jsonl
 from grpo_rank.record.result import read_result
 from grpo_rank.runtime.threads import launcher_parallelism, plan_threads
+from grpo_rank.sweep.naming import config_key
 from grpo_rank.sweep.runlog import finished_result
+from grpo_rank.sweep.status import sweep_status
 from tests.conftest import ROOT, TINY, compose, job_folders, run_cli, slurm_up, summary_lines
 
 
@@ -196,6 +199,40 @@ def test_a_damaged_record_is_set_aside_and_the_job_reruns(failing, tmp_path, con
     assert "result.json" in capsys.readouterr().err
 
 
+# ---- a sweep that grows: its earlier jobs are found by identity, where they are
+
+# the base model (strategy=none) trains nothing: a finished job in about a second
+EVAL_ONLY = [o for o in TINY if not o.startswith("eval.n=")] + ["strategy=none", "tracking.mode=disabled"]
+
+
+def test_a_grown_sweep_runs_only_its_new_jobs_and_keeps_the_old_folders(tmp_path, cache_dir):
+    """Seed 0 alone, then seeds 0,1 x eval sizes 4,8 into the same sweep folder: the first job (named `job`:
+    nothing was swept) is found by its identity and skipped where it is; only the three new jobs run."""
+    sweep = tmp_path / "sweep"
+    first = run_cli(["grpo_rank.run", "-m", *EVAL_ONLY, "eval.n=8", "seed=0", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(job_folders(sweep)) == ["job"]
+    recorded = (sweep / "job" / RESULT).stat().st_mtime_ns
+    key = read_jsonl(sweep / "job" / RUNS)[0]["job_key"]
+    # a folder from before keys were recorded is keyed from the config Hydra saved there: the same key
+    assert config_key(OmegaConf.load(sweep / "job" / ".hydra" / "config.yaml")) == key
+
+    grown = run_cli(["grpo_rank.run", "-m", *EVAL_ONLY, "eval.n=4,8", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+                    cwd=tmp_path)
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    lines = summary_lines(grown.stdout)
+    assert lines.pop("job").startswith("skipped")
+    new = ["eval.n-4_seed-0", "eval.n-4_seed-1", "eval.n-8_seed-1"]
+    assert sorted(lines) == new and all(v.startswith("finished") for v in lines.values()), lines
+    assert sorted(job_folders(sweep)) == [*new, "job"] and not (sweep / "eval.n-8_seed-0").exists()
+    assert (sweep / "job" / RESULT).stat().st_mtime_ns == recorded
+    assert [e["event"] for e in read_jsonl(sweep / "job" / RUNS)] == ["started", "finished", "skipped"]
+    assert {read_result(sweep / n).job.seed for n in new} == {0, 1}
+    # the grown sweep's status: its four jobs, each in its folder, all finished
+    statuses = sweep_status(sweep)
+    assert sorted((st.name, st.state) for st in statuses) == [(n, "finished") for n in sorted([*new, "job"])]
+
+
 # ---- slow: the 9-job sweep, and Slurm
 
 NINE = [*TINY, "strategy=uniform,proportional,random", "seed=0,1,2", "tracking.mode=disabled"]
@@ -297,3 +334,4 @@ def test_slurm_sweep_with_a_preemption_equals_the_local_sweep(tmp_path, cache_di
         steps = sg["step"][sg["phase"] == "train"]
         assert np.unique(steps).tolist() == list(range(1, 9))
     assert read_result(preempted).job.run_id
+
