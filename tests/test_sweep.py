@@ -24,7 +24,7 @@ from grpo_rank.record.result import read_result
 from grpo_rank.runtime.threads import launcher_parallelism, plan_threads
 from grpo_rank.sweep.naming import config_key
 from grpo_rank.sweep.runlog import finished_result
-from grpo_rank.sweep.status import sweep_status
+from grpo_rank.sweep.status import slurm_states, submissions, sweep_status
 from tests.conftest import ROOT, TINY, compose, job_folders, run_cli, slurm_up, summary_lines
 
 
@@ -335,3 +335,45 @@ def test_slurm_sweep_with_a_preemption_equals_the_local_sweep(tmp_path, cache_di
         assert np.unique(steps).tolist() == list(range(1, 9))
     assert read_result(preempted).job.run_id
 
+
+@pytest.mark.slow
+@requires_slurm
+def test_a_task_cancelled_while_pending_ends_the_slurm_sweep_as_failed(tmp_path):
+    """Slurm 22.05 keeps no accounting row for an array task cancelled while it waits, and submitit's launcher
+    would wait for it forever: the sweep ends instead, that job recorded as failed, the others done."""
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # 2 cores per task on the 2-core node: one task runs at a time, the others wait in the queue
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", *TINY, "dry_run=true", "strategy=uniform,random",
+                             "seed=0,1", "tracking.mode=disabled", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=2",
+                             "hydra.callbacks.slurm_queue.interval_s=2", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, last = time.time() + 300, None
+        while last is None and time.time() < deadline and proc.poll() is None:
+            last = next((s.slurm_id for s in submissions(sweep) if s.slurm_id.endswith("_3")), None) \
+                if (sweep / ".submitit").is_dir() else None
+            time.sleep(0.2)
+        assert last, "the sweep submitted no 4th task"
+        state = subprocess.run(["squeue", "--noheader", "--array", "-j", last, "--format=%T"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert state == ["PENDING"], state
+        subprocess.run(["scancel", last], check=True)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    why = f"slurm {last} left the queue without running (cancelled while pending); launch the sweep again to run it"
+    assert proc.returncode == 1, err[-3000:]
+    lines = summary_lines(out)
+    (dropped,) = [name for name, line in lines.items() if line.startswith("failed")]
+    assert lines[dropped] == f"failed: {why}"
+    assert sorted(line for name, line in lines.items() if name != dropped) == \
+        ["dry_run: allocation only, nothing trained"] * 3
+    events = read_jsonl(sweep / dropped / RUNS)
+    assert [e["event"] for e in events] == ["submitted", "failed"]
+    assert f"{events[0]['slurm_array_job_id']}_{events[0]['slurm_array_task_id']}" == last
+    assert last not in slurm_states({last})  # the premise: sacct lists its array, not it
+    statuses = {st.name: st for st in sweep_status(sweep)}
+    assert (statuses[dropped].state, statuses[dropped].detail) == ("failed", why)
+    assert sorted(st.state for st in statuses.values()) == ["dry run"] * 3 + ["failed"]

@@ -2,7 +2,9 @@
 history of each job's launches, whatever launcher ran it (basic, joblib, submitit_local, slurm).
 
 Every launch of a job appends to its runs.jsonl: `started` (host, pid, Slurm ids, job_key), then `finished`,
-`skipped`, `failed` or `interrupted` (a kill that Python saw, e.g. Slurm preemption). The sweep's
+`skipped`, `failed` or `interrupted` (a kill that Python saw, e.g. Slurm preemption). A Slurm task that
+left the queue before it started gets `submitted` (its Slurm ids and overrides) and `failed` from the
+launcher's process instead (sweep/slurm.py). The sweep's
 summary (callback.py) and status (status.py) read these back from the job folders, so they also see
 jobs that ran on other machines.
 """
@@ -76,7 +78,8 @@ def record(job_dir: Path, event: str, **fields) -> None:
 
 
 def last_launch(job_dir: Path) -> list[dict]:
-    """The events of the job's most recent launch, from its last `started` or `skipped` on."""
+    """The events of the job's most recent launch, from its last `started`, `skipped` or `submitted` (a
+    Slurm task that left the queue before it started, recorded by the launcher: sweep/slurm.py) on."""
     events = read_jsonl(Path(job_dir) / RUNS)
-    starts = [i for i, e in enumerate(events) if e["event"] in ("started", "skipped")]
+    starts = [i for i, e in enumerate(events) if e["event"] in ("started", "skipped", "submitted")]
     return events[starts[-1]:] if starts else []
