@@ -5,6 +5,7 @@
     python -m grpo_rank.run strategy=proportional dry_run=true profile.from_run=<job dir>
     python -m grpo_rank.run -m experiment=paper strategy=none,uniform,proportional,random seed=0,1,2
     python -m grpo_rank.run -m hydra/launcher=slurm strategy=uniform,proportional,random seed=0,1,2
+    grpo-rank run ...                                           # the same, installed (cli.py)
 
 Each job writes result.json, grad_norms.parquet, train_log.jsonl and eval_outcomes.jsonl into its
 Hydra job folder (see records.py) and mirrors them to one W&B run. Launched again into the same folder
@@ -33,9 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpo_rank.config.schema import RunConfig, to_typed, validate
 from grpo_rank.errors import InputError, one_line, run_cli, traceback_requested
-from grpo_rank.pipeline import launch
 from grpo_rank.pipeline.preflight import preflight
-from grpo_rank.pipeline.tracking import identity
+from grpo_rank.pipeline.tracking import identity, job_key
 from grpo_rank.runtime import threads
 from grpo_rank.sweep import naming  # importing naming registers the job-folder resolver conf/config.yaml uses
 from grpo_rank.sweep.runlog import finished_detail, record, should_skip
@@ -84,7 +84,15 @@ def _bad_input(job_dir: Path, exc: InputError, multirun: bool) -> None:
         sys.exit(2)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def config_dir() -> str:
+    """The Hydra configs: grpo_rank/conf in an installed copy (the wheel ships the top-level conf/ there),
+    else the checkout's own conf/ beside the package. Absolute, so it holds from any working directory."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "conf"
+    return str(shipped if shipped.is_dir() else package.parent / "conf")
+
+
+@hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # transformers 5 renames (gradient -> activation checkpointing) warn on every step; not ours to fix
@@ -96,17 +104,19 @@ def main(cfg: DictConfig) -> None:
         typed = prepare(cfg, hc.runtime.cwd)
     except InputError as exc:
         return _bad_input(job_dir, exc, multirun)
-    ident = identity(typed, job_dir)
-    if should_skip(job_dir, ident.config_hash, typed.force):
+    ident, key = identity(typed, job_dir), job_key(typed)
+    # every launch records the job's key: a later, larger sweep finds this folder by it (sweep/naming.py)
+    if should_skip(job_dir, ident.config_hash, typed.force, key):
         print(f"{ident.name}: skipped, already finished -> {job_dir}")
         return
 
     plan = thread_plan(typed, hc, job_dir)
     threads.apply(plan)  # before torch is imported, which the next line does
     # measured: importing torch/transformers/TRL/PEFT takes ~9 s here, so bad input is reported before it
+    from grpo_rank.pipeline import launch
     from grpo_rank.pipeline.job import run_job
 
-    record(job_dir, "started")
+    record(job_dir, "started", job_key=key)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if typed.distributed.processes > 1:  # the same job in N workers of this node (distributed.py)
@@ -133,6 +143,13 @@ def main(cfg: DictConfig) -> None:
     if result.eval:
         ev = result.eval
         print(f"{ident.name}: accuracy {ev.accuracy:.3f} [{ev.ci_low:.3f}, {ev.ci_high:.3f}] n={ev.n}  -> {job_dir}")
+
+
+def command(argv: list[str]) -> int:
+    """`grpo-rank run ARGS...`: Hydra reads its arguments from sys.argv, so they are put there."""
+    sys.argv = ["grpo-rank run", *argv]
+    run_cli(main)
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from grpo_rank.profiling.cache import ProfileCache
 from grpo_rank.record.files import GRADS, RESULT, RUNS, read_grad_records, read_jsonl
 from grpo_rank.record.result import read_result
 from grpo_rank.runtime.threads import launcher_parallelism, plan_threads
+from grpo_rank.sweep.naming import config_key
 from grpo_rank.sweep.runlog import finished_result
+from grpo_rank.sweep.status import slurm_states, submissions, sweep_status
 from tests.conftest import ROOT, TINY, compose, job_folders, run_cli, slurm_up, summary_lines
 
 
@@ -196,6 +199,40 @@ def test_a_damaged_record_is_set_aside_and_the_job_reruns(failing, tmp_path, con
     assert "result.json" in capsys.readouterr().err
 
 
+# ---- a sweep that grows: its earlier jobs are found by identity, where they are
+
+# the base model (strategy=none) trains nothing: a finished job in about a second
+EVAL_ONLY = [o for o in TINY if not o.startswith("eval.n=")] + ["strategy=none", "tracking.mode=disabled"]
+
+
+def test_a_grown_sweep_runs_only_its_new_jobs_and_keeps_the_old_folders(tmp_path, cache_dir):
+    """Seed 0 alone, then seeds 0,1 x eval sizes 4,8 into the same sweep folder: the first job (named `job`:
+    nothing was swept) is found by its identity and skipped where it is; only the three new jobs run."""
+    sweep = tmp_path / "sweep"
+    first = run_cli(["grpo_rank.run", "-m", *EVAL_ONLY, "eval.n=8", "seed=0", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(job_folders(sweep)) == ["job"]
+    recorded = (sweep / "job" / RESULT).stat().st_mtime_ns
+    key = read_jsonl(sweep / "job" / RUNS)[0]["job_key"]
+    # a folder from before keys were recorded is keyed from the config Hydra saved there: the same key
+    assert config_key(OmegaConf.load(sweep / "job" / ".hydra" / "config.yaml")) == key
+
+    grown = run_cli(["grpo_rank.run", "-m", *EVAL_ONLY, "eval.n=4,8", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+                    cwd=tmp_path)
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    lines = summary_lines(grown.stdout)
+    assert lines.pop("job").startswith("skipped")
+    new = ["eval.n-4_seed-0", "eval.n-4_seed-1", "eval.n-8_seed-1"]
+    assert sorted(lines) == new and all(v.startswith("finished") for v in lines.values()), lines
+    assert sorted(job_folders(sweep)) == [*new, "job"] and not (sweep / "eval.n-8_seed-0").exists()
+    assert (sweep / "job" / RESULT).stat().st_mtime_ns == recorded
+    assert [e["event"] for e in read_jsonl(sweep / "job" / RUNS)] == ["started", "finished", "skipped"]
+    assert {read_result(sweep / n).job.seed for n in new} == {0, 1}
+    # the grown sweep's status: its four jobs, each in its folder, all finished
+    statuses = sweep_status(sweep)
+    assert sorted((st.name, st.state) for st in statuses) == [(n, "finished") for n in sorted([*new, "job"])]
+
+
 # ---- slow: the 9-job sweep, and Slurm
 
 NINE = [*TINY, "strategy=uniform,proportional,random", "seed=0,1,2", "tracking.mode=disabled"]
@@ -297,3 +334,46 @@ def test_slurm_sweep_with_a_preemption_equals_the_local_sweep(tmp_path, cache_di
         steps = sg["step"][sg["phase"] == "train"]
         assert np.unique(steps).tolist() == list(range(1, 9))
     assert read_result(preempted).job.run_id
+
+
+@pytest.mark.slow
+@requires_slurm
+def test_a_task_cancelled_while_pending_ends_the_slurm_sweep_as_failed(tmp_path):
+    """Slurm 22.05 keeps no accounting row for an array task cancelled while it waits, and submitit's launcher
+    would wait for it forever: the sweep ends instead, that job recorded as failed, the others done."""
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # 2 cores per task on the 2-core node: one task runs at a time, the others wait in the queue
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_rank.run", "-m", *TINY, "dry_run=true", "strategy=uniform,random",
+                             "seed=0,1", "tracking.mode=disabled", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=2",
+                             "hydra.callbacks.slurm_queue.interval_s=2", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, last = time.time() + 300, None
+        while last is None and time.time() < deadline and proc.poll() is None:
+            last = next((s.slurm_id for s in submissions(sweep) if s.slurm_id.endswith("_3")), None) \
+                if (sweep / ".submitit").is_dir() else None
+            time.sleep(0.2)
+        assert last, "the sweep submitted no 4th task"
+        state = subprocess.run(["squeue", "--noheader", "--array", "-j", last, "--format=%T"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert state == ["PENDING"], state
+        subprocess.run(["scancel", last], check=True)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    why = f"slurm {last} left the queue without running (cancelled while pending); launch the sweep again to run it"
+    assert proc.returncode == 1, err[-3000:]
+    lines = summary_lines(out)
+    (dropped,) = [name for name, line in lines.items() if line.startswith("failed")]
+    assert lines[dropped] == f"failed: {why}"
+    assert sorted(line for name, line in lines.items() if name != dropped) == \
+        ["dry_run: allocation only, nothing trained"] * 3
+    events = read_jsonl(sweep / dropped / RUNS)
+    assert [e["event"] for e in events] == ["submitted", "failed"]
+    assert f"{events[0]['slurm_array_job_id']}_{events[0]['slurm_array_task_id']}" == last
+    assert last not in slurm_states({last})  # the premise: sacct lists its array, not it
+    statuses = {st.name: st for st in sweep_status(sweep)}
+    assert (statuses[dropped].state, statuses[dropped].detail) == ("failed", why)
+    assert sorted(st.state for st in statuses.values()) == ["dry run"] * 3 + ["failed"]

@@ -54,6 +54,12 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def job_key(cfg: RunConfig) -> str:
+    """The job's identity without the code version: the settings that change its result. A sweep finds a
+    job's folder by it (sweep/naming.py), also after the code changed; `config_hash` then decides skip."""
+    return _hash({"config": result_payload(cfg, "job")})[:16]
+
+
 def identity(cfg: RunConfig, job_dir: Path) -> JobIdentity:
     """Who the job is. `config_hash` covers every setting that changes its result and the code version, so a
     finished job is skipped only when rerunning it would compute the same thing."""

@@ -1,8 +1,10 @@
 """The run log of a job folder: whether a job may be skipped (and a forced rerun's cleanup), and the
 history of each job's launches, whatever launcher ran it (basic, joblib, submitit_local, slurm).
 
-Every launch of a job appends to its runs.jsonl: `started` (host, pid, Slurm ids), then `finished`,
-`skipped`, `failed` or `interrupted` (a kill that Python saw, e.g. Slurm preemption). The sweep's
+Every launch of a job appends to its runs.jsonl: `started` (host, pid, Slurm ids, job_key), then `finished`,
+`skipped`, `failed` or `interrupted` (a kill that Python saw, e.g. Slurm preemption). A Slurm task that
+left the queue before it started gets `submitted` (its Slurm ids and overrides) and `failed` from the
+launcher's process instead (sweep/slurm.py). The sweep's
 summary (callback.py) and status (status.py) read these back from the job folders, so they also see
 jobs that ran on other machines.
 """
@@ -38,15 +40,17 @@ def finished_result(job_dir: Path, config_hash: str) -> JobResult | None:
     return result if result.finished and result.job.config_hash == config_hash else None
 
 
-def should_skip(job_dir: Path, config_hash: str, force: bool) -> bool:
-    """Skip a finished job of the same config; `force` reruns it from scratch instead of resuming."""
+def should_skip(job_dir: Path, config_hash: str, force: bool, job_key: str | None = None) -> bool:
+    """Skip a finished job of the same config; `force` reruns it from scratch instead of resuming. The
+    `skipped` event records `job_key` (naming.py finds the folder by it)."""
     if force:
         for folder in Path(job_dir).glob("trainer_*"):  # a forced rerun starts afresh, no earlier attempt
             shutil.rmtree(folder, ignore_errors=True)
         return False
     if finished_result(job_dir, config_hash) is None:
         return False
-    record(job_dir, "skipped", detail="result.json holds a finished run of this config (force=true reruns it)")
+    record(job_dir, "skipped", detail="result.json holds a finished run of this config (force=true reruns it)",
+           **({"job_key": job_key} if job_key else {}))
     return True
 
 
@@ -74,7 +78,8 @@ def record(job_dir: Path, event: str, **fields) -> None:
 
 
 def last_launch(job_dir: Path) -> list[dict]:
-    """The events of the job's most recent launch, from its last `started` or `skipped` on."""
+    """The events of the job's most recent launch, from its last `started`, `skipped` or `submitted` (a
+    Slurm task that left the queue before it started, recorded by the launcher: sweep/slurm.py) on."""
     events = read_jsonl(Path(job_dir) / RUNS)
-    starts = [i for i, e in enumerate(events) if e["event"] in ("started", "skipped")]
+    starts = [i for i, e in enumerate(events) if e["event"] in ("started", "skipped", "submitted")]
     return events[starts[-1]:] if starts else []

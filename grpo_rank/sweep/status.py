@@ -7,8 +7,9 @@ queued or failed on Slurm, failed and why, not started) and a total line. Exit s
 
 It only reads: job folders (runs.jsonl, result.json, train_log.jsonl, .hydra/), the sweep's multirun.yaml
 (its jobs, also those without a folder yet), submitit's submissions under `<sweep>/.submitit/` and `sacct`.
-Folders are found by what they hold and matched to jobs by `.hydra/overrides.yaml`, never by name, so
-both folder layouts read alike. Without Slurm a job's state comes from its folder alone.
+Folders are found by what they hold and matched to jobs by `.hydra/overrides.yaml` (or, for a Slurm task
+dropped before it started, the overrides its runs.jsonl records), never by name, so both folder layouts
+and grown sweeps read alike. Without Slurm a job's state comes from its folder alone.
 """
 
 from __future__ import annotations
@@ -146,6 +147,13 @@ def parse_sacct(text: str) -> dict[str, str]:
                 states[f"{m.group(1)}_{task}"] = state
     return states
 
+
+
+def removed(ids: set[str], slurm: dict[str, str]) -> set[str]:
+    """The array tasks among `ids` that sacct does not list although it lists their array: they left the
+    queue without running (Slurm 22.05 keeps no row for a task cancelled while pending)."""
+    known = {i.split("_", 1)[0] for i in slurm}
+    return {i for i in ids - set(slurm) if "_" in i and i.split("_", 1)[0] in known}
 
 
 def progress(folder: Path, started_at: float | None, now: float) -> tuple[str, int, int, float | None]:
@@ -315,15 +323,16 @@ def sweep_status(sweep_dir: Path, now: float | None = None) -> list[JobStatus]:
         jobs.setdefault(frozenset(overrides), {"overrides": overrides, "folder": None, "sub": None})
     by_slurm_id: dict[str, frozenset] = {}
     for folder in job_folders(sweep_dir):
-        overrides = folder_overrides(folder)
+        events = read_jsonl(folder / RUNS)
+        # a job Slurm dropped before it started has no .hydra/: the launcher recorded its overrides (slurm.py)
+        overrides = folder_overrides(folder) or next((e["overrides"] for e in reversed(events) if "overrides" in e), [])
         key = frozenset(overrides) if overrides else frozenset({f"<folder {folder.name}>"})
         job = jobs.setdefault(key, {"overrides": overrides, "folder": None, "sub": None})
-        events = read_jsonl(folder / RUNS)
         # two folders of one job (an old-layout folder and its renamed relaunch): the one launched last
         if job["folder"] is None or _last_time(events) >= _last_time(read_jsonl(job["folder"] / RUNS)):
             job["folder"] = folder
         for e in events:
-            if e.get("event") == "started" and launch_slurm_id(e):
+            if e.get("event") in ("started", "submitted") and launch_slurm_id(e):
                 by_slurm_id[launch_slurm_id(e)] = key
     for sub in submissions(sweep_dir):  # oldest first: a job's latest submission wins
         key = by_slurm_id.get(sub.slurm_id)
@@ -336,10 +345,7 @@ def sweep_status(sweep_dir: Path, now: float | None = None) -> list[JobStatus]:
         jobs[key]["sub"] = sub
     ids = {j["sub"].slurm_id for j in jobs.values() if j["sub"]} | set(by_slurm_id)
     slurm = slurm_states(ids)
-    known = {i.split("_", 1)[0] for i in slurm}
-    for i in ids - set(slurm):
-        if i.split("_", 1)[0] in known:  # its array is accounted for, it is not: it left the queue unrun
-            slurm[i] = REMOVED
+    slurm.update(dict.fromkeys(removed(ids, slurm), REMOVED))
     return [job_status(j["folder"].name if j["folder"] else job_dir_name(j["overrides"], swept), j["folder"],
                        j["overrides"], j["sub"], slurm, now) for j in jobs.values()]
 
