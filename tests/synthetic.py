@@ -167,6 +167,29 @@ def reward_columns(phase: str, steps: int, ranks: list[int], modules: tuple[str,
     }
 
 
+def outcome_row(i: int, correct: bool, strategy: str) -> dict:
+    """Question i's eval_outcomes.jsonl row (gold i, scoring any), with a reply that says so: the base model
+    answers in prose ("The answer is 7."), a trained run in the study's format, except on every fifth
+    question, where it answers untagged. So accuracy under scoring `tagged` is 0 for the base model and
+    below `any` for trained runs, and the well-formed fraction is 0 and about 0.8."""
+    answer = str(i) if correct else str(i + 1)
+    tagged = strategy != "none" and i % 5 != 0
+    reply = f"<think>add</think><answer>{answer}</answer>" if tagged else f"The answer is {answer}."
+    return {"index": i, "id": f"q{i:04d}", "gold": str(i), "prediction": answer, "tagged": tagged, "parsed": True,
+            "correct": correct, "reply": reply}
+
+
+def uniform_train_importance(seed: int, steps: int, layers: int, modules: tuple[str, ...], r: int, extra: list,
+                             **kw) -> np.ndarray:
+    """S(l) of the training records the uniform job of this seed writes (write_job: its generator, its
+    first draws), as the report reduces them: per step and layer the sum over modules of sqrt(A^2 + B^2)
+    of the stored float32 norms, averaged over the steps."""
+    rng = np.random.default_rng([seed, STRATEGIES.index("uniform"), *extra])
+    cols = grad_columns("train", steps, [r] * layers, modules, rng, layer_profile(layers, seed), r0=r, **kw)
+    ab = cols["norm"].astype(float).reshape(steps, layers, len(modules), 2)
+    return np.sqrt((ab ** 2).sum(axis=-1)).sum(axis=-1).mean(axis=0)
+
+
 def folder_name(layout: str, num: int, strategy: str, budget: str, seed: int, alpha_mode: str | None = None,
                 algorithm: str | None = None, r: int | None = None) -> str:
     if layout == "numbered":
@@ -205,6 +228,16 @@ class Spec:
     r: int = R
     swept: tuple[str, ...] = ()
     per_reward: bool = False
+    # a proportional or shuffled job allocates from its same-seed uniform job's training S(l) (as a uniform
+    # job that publishes its training as the profile; uniform_train_importance), not from the seed's
+    # noise-free layer profile
+    published: bool = False
+
+    @property
+    def extra(self) -> list[int]:
+        """The generators of the sweeps the golden tables were made from, unchanged at lora.r 8 and no algorithm."""
+        return ([self.r] if self.r != R else []) + (
+            [list(ALGORITHMS).index(self.algorithm) + 1] if self.algorithm in ALGORITHMS else [])
 
     def label(self, key: str, value):
         return value if key in self.swept else None
@@ -223,10 +256,7 @@ def write_job(job_dir: Path, strategy: str, seed: int, **kw) -> JobResult:
     profiles' layers reversed) and a residual train.reward_split_residual = 1e-7 (1 + seed); it draws no
     random numbers, so the rest is unchanged."""
     spec = Spec(strategy, seed, **kw)
-    # the generators of the sweeps the golden tables were made from, unchanged at lora.r 8 and no algorithm
-    extra = ([spec.r] if spec.r != R else []) + (
-        [list(ALGORITHMS).index(spec.algorithm) + 1] if spec.algorithm in ALGORITHMS else [])
-    rng = np.random.default_rng([seed, STRATEGIES.index(strategy) if strategy in STRATEGIES else 9, *extra])
+    rng = np.random.default_rng([seed, STRATEGIES.index(strategy) if strategy in STRATEGIES else 9, *spec.extra])
     moving = adalora_ranks(spec.steps, spec.layers, len(spec.modules), spec.r, seed) if strategy == "adalora" else None
     result = _record(spec, moving)
     (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -250,6 +280,9 @@ def _record(spec: Spec, moving: np.ndarray | None) -> JobResult:
     bounds = Bounds(r_min=4, r_max=32, multiple=4)
     total = budget_total(spec.r, spec.layers, 1.0, bounds.multiple)
     importance = layer_profile(spec.layers, spec.seed).tolist() if spec.strategy in ("proportional", "shuffled") else None
+    if spec.published and importance is not None:
+        importance = uniform_train_importance(spec.seed, spec.steps, spec.layers, spec.modules, spec.r, spec.extra,
+                                              alpha_mode=spec.alpha_mode, noise=spec.noise).tolist()
     if moving is not None:  # the final per-layer ranks; PEFT builds adalora's matrices at init_r
         ranks = [int(v) for v in np.rint(moving[-1].mean(axis=1))]
         n_params = (spec.r + spec.r // 2) * spec.layers * 1000
@@ -311,11 +344,11 @@ def _write_outcomes(job_dir: Path, spec: Spec, result: JobResult, rng: np.random
     n = spec.n_questions
     # log2(8 / 8) = 0: the accuracy at lora.r 8 is the table's exactly
     p = min(0.95, max(0.05, ACCURACY.get(spec.strategy, 0.5) + 0.03 * math.log2(spec.r / R)))
-    correct = rng.random(n) < p
-    (job_dir / OUTCOMES).write_text("".join(
-        json.dumps({"index": i, "id": f"q{i:04d}", "gold": str(i), "prediction": str(i) if c else "0",
-                    "tagged": True, "parsed": True, "correct": bool(c), "reply": ""}) + "\n"
-        for i, c in enumerate(correct.tolist())))
+    # the base model decodes greedily and trains nothing: the same answers under every seed
+    draw = np.random.default_rng([0, 9, *spec.extra]) if spec.strategy == "none" else rng
+    correct = draw.random(n) < p
+    (job_dir / OUTCOMES).write_text("".join(json.dumps(outcome_row(i, bool(c), spec.strategy)) + "\n"
+                                            for i, c in enumerate(correct.tolist())))
     k = int(correct.sum())
     lo, hi = wilson_interval(k, n)
     result.eval = EvalSummary(split="test", n=n, correct=k, accuracy=k / n, ci_low=lo, ci_high=hi,
@@ -328,7 +361,7 @@ def make_sweep(sweep: Path, jobs: int = 30, steps: int = 1000, layers: int = 30,
                unfinished: tuple[int, ...] = (), alpha_modes: tuple[str, ...] = ("per_rank",),
                full_weight: bool = False, noise: float = 0.3, amplification: float = 0.0,
                algorithms: tuple[str | None, ...] = (None,), lora_rs: tuple[int, ...] = (R,),
-               per_reward: bool = False) -> Path:
+               per_reward: bool = False, published: bool = False) -> Path:
     """A sweep folder of `jobs` jobs; jobs numbered in `failed` fail, those in `unfinished` have a folder
     but no result.json (killed), and Hydra's multirun.yaml expects every strategy x algorithm x lora.r x
     alpha mode x seed. `per_reward`: every trained job also has reward_grads.parquet (write_job)."""
@@ -367,7 +400,8 @@ def make_sweep(sweep: Path, jobs: int = 30, steps: int = 1000, layers: int = 30,
         write_job(job_dir, strategy, seed, steps=steps, layers=layers, modules=names, n_questions=n_questions,
                   profile_steps=profile_steps if strategy == "proportional" else 0,
                   status="failed" if num in failed else "ok", alpha_mode=mode, full_weight=full_weight, noise=noise,
-                  amplification=amplification, algorithm=algorithm, r=r, swept=swept, per_reward=per_reward)
+                  amplification=amplification, algorithm=algorithm, r=r, swept=swept, per_reward=per_reward,
+                  published=published)
     return sweep
 
 

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from grpo_rank.analysis import report as rp
+from grpo_rank.analysis import stats, stats_design
 from grpo_rank.analysis.stats import wilson_interval
 from grpo_rank.record.files import write_grad_records
 from grpo_rank.record.result import Allocation, EvalSummary, JobIdentity, JobResult, Params, TrainInfo, write_result
@@ -157,6 +158,14 @@ def make_sweeps(root: Path) -> tuple[Path, Path]:
     return a, b
 
 
+def sd_p(d: list[int]) -> float:
+    """The two-sided sign-flip p of d by enumerating its 2^n sign patterns."""
+    import itertools
+
+    sums = [abs(sum(s * v for s, v in zip(signs, d))) for signs in itertools.product((-1, 1), repeat=len(d))]
+    return float(np.mean([x >= abs(sum(d)) for x in sums]))
+
+
 def stat(rows, strategy, statistic, subset="all", seed="mean", budget="full") -> dict:
     found = [r for r in rows if r["strategy"] == strategy and r["statistic"] == statistic
              and r["subset"] == subset and r["seed"] == seed and r["budget"] == budget]
@@ -229,8 +238,13 @@ def test_table1_has_one_row_per_strategy_and_budget(cli_run):
     assert (by["proportional"]["n_ok"], by["proportional"]["n_missing"]) == ("2", "1")
     assert by["random"]["n_missing"] == "1"  # job 8, expected by multirun.yaml, never started
     base = by["none"]
-    assert base["accuracy_ci95_low"] == "n/a" and base["accuracy_per_seed"] == "s0 0.2500"
+    # the base model decodes greedily: one evaluation, with its Wilson interval, not a t-interval
+    assert base["accuracy_per_seed"] == "s0 0.2500" and base["accuracy_interval"].startswith("Wilson (one evaluation")
+    assert (float(base["accuracy_ci95_low"]), float(base["accuracy_ci95_high"])) == pytest.approx(
+        wilson_interval(10, N_Q), rel=1e-12)
     assert base["n_questions"] == "40"
+    # these outcome rows hold no replies and no judgement under both scorings: n/a, not a guess
+    assert (base["accuracy_tagged_mean"], base["format_from"]) == ("nan", "n/a")
     assert "s0 [" in uni["wilson_per_run"] and "s1 [" in uni["wilson_per_run"]
 
 
@@ -315,17 +329,29 @@ def test_paired_mcnemar_and_bootstrap(cli_run):
     ci = bootstrap((d,), np.mean, n_resamples=10_000, method="percentile", rng=np.random.default_rng(0))
     assert (float(row["diff_low"]), float(row["diff_high"])) == pytest.approx(
         (ci.confidence_interval.low, ci.confidence_interval.high), rel=1e-12)
+    assert float(row["p_value"]) == float(row["mcnemar_p"]) and row["test"] == "exact McNemar"
+    assert float(row["mde80"]) == pytest.approx(stats_design.min_detectable_difference(40, 8 / 40))
     same = next(r for r in rows if r["strategy"] == "proportional" and r["reference"] == "uniform/full"
                 and r["seeds"] == "s1 vs s1")
     assert float(same["mcnemar_p"]) == 1.0 and float(same["diff"]) == 0.0
-    pooled = next(r for r in rows if r["strategy"] == "proportional" and r["reference"] == "uniform/full"
-                  and r["seeds"].startswith("pooled"))
-    assert (pooled["b_reference_only"], pooled["c_strategy_only"], pooled["n_pairs"]) == ("1", "7", "2")
-    assert float(pooled["mcnemar_p"]) == pytest.approx(p, abs=1e-12)
-    assert float(pooled["diff"]) == pytest.approx(6 / 40 / 2)
-    # vs the base model: one base evaluation serves every seed
+    # no pooled McNemar over seed pairs (they share their questions): across them, d_q = mean over pairs
+    assert not [r for r in rows if r["seeds"].startswith("pooled")]
+    across = next(r for r in rows if r["strategy"] == "proportional" and r["reference"] == "uniform/full"
+                  and r["seeds"] == "across 2 seed pairs")
+    assert (across["b_reference_only"], across["c_strategy_only"], across["mcnemar_p"], across["n_pairs"]) == (
+        "", "", "", "2")
+    assert float(across["diff"]) == pytest.approx(6 / 40 / 2)
+    # s0 loses q0 and gains q20..q26, s1 the same as uniform: d_q = -1/2 once, +1/2 seven times
+    assert float(across["p_value"]) == pytest.approx(sd_p([-1] + [1] * 7), rel=1e-12)
+    assert across["test"] == "sign-flip permutation over questions (exact)"
+    assert float(across["discordance"]) == pytest.approx(8 * 0.25 / 40)
+    assert float(across["diff_low"]) < 6 / 80 < float(across["diff_high"])
+    # the seed-level t-interval of the per-seed differences 0.15 and 0
+    assert (float(across["seed_t_low"]), float(across["seed_t_high"])) == pytest.approx(
+        stats.t_interval([0.15, 0.0])[1:], rel=1e-12)
+    # vs the base model: its one evaluation serves every seed
     base = [r for r in rows if r["strategy"] == "uniform" and r["reference"] == "none (base model)"]
-    assert {r["seeds"] for r in base} == {"s0 vs s0", "s1 vs s0", "pooled (2 pairs)"}
+    assert {r["seeds"] for r in base} == {"s0 vs s0", "s1 vs s0", "across 2 seed pairs"}
     s0 = next(r for r in base if r["seeds"] == "s0 vs s0")
     assert (s0["b_reference_only"], s0["c_strategy_only"]) == ("0", "10")
     assert not [r for r in rows if r["strategy"] == "none"]
@@ -647,7 +673,7 @@ def test_a_real_rank_effect_survives_normalisation(amplified_sweep):
     for view in ("_normalised", "_full_weight"):
         assert float(mode_stat(rows, "fixed", f"rank_shift_pearson{view}", "pooled")["value"]) > 0.9
     head = amplified_sweep.markdown.split("## Headline")[1].split("## Table 1")[0]
-    assert "Beyond scaling: a positive rank-shift correlation remains (the scaling-normalised interval [" in head
+    assert "Beyond scaling: a positive rank-shift correlation remains, above its no-effect null (scaling-normalised r" in head
 
 
 def test_the_headline_prints_the_computed_values(scaling_sweep):
@@ -664,8 +690,8 @@ def test_the_headline_prints_the_computed_values(scaling_sweep):
             amp = mode_stat(rows, mode, f"amplification_max_min{view}")
             assert f"{float(amp['value']):.3f} [" in line
         assert f"(predicted {PLANTED[mode]:g} for alpha_mode={mode})" in line
-        # only scaling moves these norms: the rank-invariant views' intervals contain 0
-        assert "Beyond scaling: no rank-shift correlation is resolved (the scaling-normalised interval [" in line
+        # only scaling moves these norms: the rank-invariant views' r lie within their no-effect null
+        assert "Beyond scaling: no rank-shift correlation is resolved: within its no-effect null (scaling-normalised r" in line
         assert "n/a" not in line
 
 

@@ -31,6 +31,11 @@ def section(md: str, title: str) -> list[str]:
     return [line for line in lines if line]
 
 
+def table1_header(md: str) -> str:
+    """Table 1's header row (the section opens with a sentence on what it shows)."""
+    return next(line for line in section(md, "Table 1: accuracy by strategy and budget") if line.startswith("|"))
+
+
 @pytest.fixture(scope="module")
 def capacity(tmp_path_factory):
     """uniform at lora.r 4, 1, 2 (given out of order) x 2 seeds under grpo; the r=1 seed 1 job killed."""
@@ -57,7 +62,7 @@ def test_uniform_arms_at_each_lora_r_are_rows_in_r_order(capacity):
     assert rows == [("uniform", "grpo", "1", "1", "1"), ("uniform", "grpo", "2", "2", "0"),
                     ("uniform", "grpo", "4", "2", "0")]
     # the killed job is labelled lora.r=1 by its overrides: a missing seed of the r=1 row, shown with its r
-    table = section(rep.markdown, "Table 1: accuracy by strategy and budget")
+    table = [line for line in section(rep.markdown, "Table 1: accuracy by strategy and budget") if line.startswith("|")]
     assert table[0].startswith("| model | task | strategy | budget | alpha mode | algorithm | r | ranks |")
     assert [line.split(" | ")[6] for line in table[2:]] == ["1", "2", "4"]
     missing = section(rep.markdown, "Missing and failed jobs")
@@ -76,7 +81,7 @@ def test_landscapes_put_each_algorithms_uniform_arm_side_by_side(algorithms):
     # algorithms in grpo_rank.objective.algorithms order within a strategy; one lora.r: no r column anywhere
     assert [(r["strategy"], r["algorithm"]) for r in t1] == [
         ("uniform", "grpo"), ("uniform", "sft"), ("proportional", "grpo"), ("proportional", "sft")]
-    assert "| algorithm | ranks |" in section(rep.markdown, "Table 1: accuracy by strategy and budget")[0]
+    assert "| algorithm | ranks |" in table1_header(rep.markdown)
     lines = section(rep.markdown, "Landscapes by algorithm")
     assert lines[1].startswith("| model | task | budget | alpha mode | r | algorithm | max/min | top-30% share")
     cells = {line.split(" | ")[5]: line.strip("| ").split(" | ") for line in lines[3:]}
@@ -120,7 +125,7 @@ def test_a_record_without_the_algorithm_key_is_dapo_and_one_arm_with_dapo_record
     # the same arm and seed: the later sweep's job is used, as for any rerun
     assert [j.superseded_by is not None for j in jobs] == [True, True, False, False] and len(notes) == 2
     rep = rp.build([old], tmp_path / "out", use_wandb=False, progress=False)
-    assert section(rep.markdown, "Table 1: accuracy by strategy and budget")[0].startswith(
+    assert table1_header(rep.markdown).startswith(
         "| model | task | strategy | budget | alpha mode | ranks |")  # neither algorithm nor r: as before
 
 

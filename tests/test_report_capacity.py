@@ -17,6 +17,7 @@ from scipy import stats as sps
 
 from grpo_rank.analysis import report as rp
 from grpo_rank.analysis.report.capacity import capacity_points, figure3
+from grpo_rank.analysis.stats import wilson_interval
 from tests.conftest import read_csv
 from tests.synthetic import make_sweep
 
@@ -58,14 +59,18 @@ def test_capacity_csv_equals_the_records_by_hand(capacity):
         arm = hand[(row["strategy"], int(row["r"]) if row["r"] else None)]
         acc = np.array(arm["acc"])
         mean = acc.mean()
-        lo, hi = sps.t.interval(0.95, acc.size - 1, loc=mean, scale=acc.std(ddof=1) / math.sqrt(acc.size))
         assert float(row["accuracy_mean"]) == pytest.approx(mean, rel=1e-12)
+        if row["kind"] == "base":
+            # greedy and untrained: both seeds gave the same answers, one evaluation with its Wilson interval
+            assert acc.size == 2 and acc[0] == acc[1]
+            assert row["n_seeds"] == "1" and row["seeds"] == "s0" and row["trainable_params"] == ""
+            assert (float(row["accuracy_ci95_low"]), float(row["accuracy_ci95_high"])) == pytest.approx(
+                wilson_interval(round(mean * SMALL["n_questions"]), SMALL["n_questions"]), rel=1e-12)
+            continue
+        lo, hi = sps.t.interval(0.95, acc.size - 1, loc=mean, scale=acc.std(ddof=1) / math.sqrt(acc.size))
         assert (float(row["accuracy_ci95_low"]), float(row["accuracy_ci95_high"])) == pytest.approx((lo, hi), rel=1e-9)
         assert row["n_seeds"] == "2" and row["seeds"] == "s0 s1"
-        if row["kind"] == "base":
-            assert row["trainable_params"] == ""
-        else:
-            assert float(row["trainable_params"]) == np.mean(arm["params"])
+        assert float(row["trainable_params"]) == np.mean(arm["params"])
     # the synthetic counts: sum of the ranks x 1000, lora.r on each of the 4 layers for the curve
     assert [float(r["trainable_params"]) for r in rows[1:4]] == [8000.0, 16000.0, 32000.0]
 

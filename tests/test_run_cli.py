@@ -43,6 +43,12 @@ def test_one_record_per_job_in_a_folder_named_by_its_swept_keys(sweep):
         assert 0.0 <= res.eval.ci_low <= res.eval.accuracy <= res.eval.ci_high <= 1.0
         assert res.eval.n == 8 and len(read_jsonl(path / "eval_outcomes.jsonl")) == 8
         assert res.eval.generation["repetition_penalty"] == 1.0 and res.eval.generation["do_sample"] is False
+        # both scorings and the well-formed fraction, whatever eval.scoring counted
+        rows = read_jsonl(path / "eval_outcomes.jsonl")
+        by_scoring = {"tagged": res.eval.accuracy_tagged, "any": res.eval.accuracy_any}
+        assert res.eval.accuracy == by_scoring[res.eval.generation["scoring"]]
+        assert res.eval.well_formed_fraction == np.mean([r["well_formed"] for r in rows])
+        assert res.eval.accuracy_tagged <= res.eval.accuracy_any
         assert res.job.seed == 0 and "seed" not in res.job.group
         assert (path / "grad_norms.parquet").exists() and (path / "train_log.jsonl").exists()
         assert res.train.nonzero_spread_fraction is not None
@@ -140,6 +146,14 @@ def test_report_on_the_real_sweep(sweep, tmp_path):
     md = (out / "report.md").read_text()
     assert lost.name in md and "Missing and failed jobs" in md
     assert "Table 1" in proc.stdout
+    # each seed's uniform job published the profile: it is the proportional job's rank source, found from
+    # the record's S(l), so the independent reference is the other seed's uniform run
+    stats_rows = list(csv.DictReader((out / "stats.csv").open()))
+    notes = {r["seed"]: r["note"] for r in stats_rows
+             if r["strategy"] == "proportional" and r["statistic"] == "rank_shift_pearson_independent"}
+    assert "vs the mean of uniform s1 (rank source: s0, same run)" in notes["s0"]
+    assert "vs the mean of uniform s0 (rank source: s1, same run)" in notes["s1"]
+    assert not [r for r in csv.DictReader((out / "paired.csv").open()) if r["seeds"].startswith("pooled")]
 
 
 def test_wandb_dashboard_names_only_what_the_runs_log(sweep, tmp_path):

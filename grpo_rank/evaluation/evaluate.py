@@ -1,6 +1,9 @@
 """The evaluate stage: greedy, batched generation on the held-out split; accuracy with its 95% Wilson
 interval, the parse-failure rate apart from wrong answers, and every question's outcome (for paired
-tests later).
+tests later). Whatever eval.scoring counts, the summary also holds the accuracy under both scorings
+(`tagged`: only the answer inside <answer></answer>; `any`: also an untagged one) and the fraction of
+replies in the format reward's shape (`rewards.well_formed`), so that a gain in tagged accuracy can be
+told apart from learning the format.
 
 Decoding is explicit: every generation setting is passed (greedy, one beam, repetition penalty 1.0),
 so a model's own generation_config (Qwen2.5-Instruct ships a repetition penalty and sampling
@@ -19,7 +22,7 @@ from transformers import GenerationConfig
 from grpo_rank.data.tasks import Example, messages
 from grpo_rank.evaluation.interval import wilson_interval
 from grpo_rank.objective.answers import counts
-from grpo_rank.objective.rewards import judge
+from grpo_rank.objective.rewards import judge, well_formed
 from grpo_rank.record.result import EvalSummary
 
 
@@ -33,10 +36,25 @@ class EvalResult:
 
     def summary(self, split: str) -> EvalSummary:
         lo, hi = wilson_interval(self.correct, self.n) if self.n else (0.0, 0.0)
+
+        def fraction(key: str) -> float:
+            return sum(bool(o[key]) for o in self.outcomes) / self.n if self.n else 0.0
+
         return EvalSummary(split=split, n=self.n, correct=self.correct, accuracy=self.correct / self.n if self.n else 0.0,
                            ci_low=lo, ci_high=hi, parse_failures=self.parse_failures,
                            parse_failure_rate=self.parse_failures / self.n if self.n else 0.0,
-                           generation=self.generation)
+                           generation=self.generation, accuracy_tagged=fraction("tagged_correct"),
+                           accuracy_any=fraction("value_correct"), well_formed_fraction=fraction("well_formed"))
+
+
+def outcome(index: int, example: Example, reply: str, scoring: str) -> dict:
+    """One question's row of eval_outcomes.jsonl: `correct` under `scoring`, and beside it the answer
+    judged under both scorings (`tagged_correct`, `value_correct`: any) and whether the reply has the
+    format reward's shape (`well_formed`)."""
+    j = judge(reply, example.answer)
+    return {"index": index, "id": example.id, "gold": example.answer, "prediction": j.answer, "tagged": j.tagged,
+            "parsed": j.answer is not None, "correct": counts(j, scoring), "value_correct": bool(j.correct),
+            "tagged_correct": counts(j, "tagged"), "well_formed": well_formed(reply), "reply": reply}
 
 
 def generation_settings(model, tokenizer, max_new_tokens: int) -> dict:
@@ -67,13 +85,10 @@ def evaluate(model, tokenizer, examples: list[Example], system_prompt: str, *, b
         prompts = [tokenizer.apply_chat_template(messages(e.question, system_prompt, few_shot), tokenize=False,
                                                  add_generation_prompt=True) for e in batch]
         for i, (e, reply) in enumerate(zip(batch, generate(model, tokenizer, prompts, settings))):
-            j = judge(reply, e.answer)
-            ok = counts(j, scoring)
-            correct += ok
-            failures += j.answer is None
-            outcomes.append({"index": start + i, "id": e.id, "gold": e.answer, "prediction": j.answer,
-                             "tagged": j.tagged, "parsed": j.answer is not None, "correct": ok,
-                             "value_correct": bool(j.correct), "reply": reply})
+            row = outcome(start + i, e, reply, scoring)
+            correct += row["correct"]
+            failures += not row["parsed"]
+            outcomes.append(row)
         bar.update(len(batch))
     bar.close()
     if was_training:

@@ -114,6 +114,11 @@ class EvalSummary:
     parse_failures: int
     parse_failure_rate: float
     generation: dict = field(default_factory=dict)  # the effective decoding settings (evaluate.py)
+    # both scorings whatever eval.scoring chose, and the share of replies in the format reward's shape
+    # (rewards.well_formed); None in records written before they were recorded
+    accuracy_tagged: float | None = None
+    accuracy_any: float | None = None
+    well_formed_fraction: float | None = None
 
 
 @dataclass

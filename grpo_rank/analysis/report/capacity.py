@@ -8,7 +8,8 @@ report.md's "Capacity" section), one panel per model x task x algorithm x alpha 
 The uniform arms at the full budget are the curve, ordered by lora.r; every other allocation
 (proportional, random, shuffled, adalora, any reduced budget) is a marker at its own parameter count;
 the base model, which trains nothing, is a horizontal line. Each arm is one point per seed and the mean
-over its seeds with a 95% Student-t interval (stats.t_interval), as Table 1.
+over its seeds with a 95% Student-t interval (stats.t_interval), as Table 1; a deterministic arm (the
+base model under greedy decoding) is its one evaluation with its Wilson interval.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ import numpy as np
 from grpo_rank.allocation.importance import ALPHA_MODES
 from grpo_rank.analysis import stats
 from grpo_rank.analysis.report.figures import empty_figure, stacked_figure
-from grpo_rank.analysis.report.jobs import DEFAULT_ALGORITHM, Arm, Job, arm_name, arms_of, rank_varies, seed_label
+from grpo_rank.analysis.report.jobs import (
+    DEFAULT_ALGORITHM,
+    Arm,
+    Job,
+    arm_name,
+    arms_of,
+    deterministic,
+    evaluations,
+    rank_varies,
+    seed_label,
+)
 from grpo_rank.analysis.report.tables import arm_labels, fmt, interval, md_table
 from grpo_rank.objective.algorithms import ALGORITHMS
 
@@ -41,6 +52,13 @@ class ArmPoints:
     seeds: list[str]
     params: np.ndarray  # one per seed; empty for the base model
     accuracy: np.ndarray  # one per seed
+    wilson: tuple[float, float] | None = None  # a deterministic arm's one evaluation: its Wilson interval
+
+    def summary(self) -> tuple[float, float, float]:
+        """(mean, low, high): the t-interval over the seeds, or the one evaluation's Wilson interval."""
+        if self.wilson is not None:
+            return float(self.accuracy.mean()), *self.wilson
+        return stats.t_interval(self.accuracy)
 
     @property
     def panel(self) -> tuple[str, str, str, str]:
@@ -67,12 +85,14 @@ def capacity_points(jobs: list[Job]) -> list[ArmPoints]:
     for arm, arm_jobs in arms_of(jobs).items():
         fraction = next((j.budget_fraction for j in arm_jobs if j.budget_fraction is not None), None)
         kind = kind_of(arm, fraction)
-        use = [j for j in arm_jobs if j.result.eval is not None
-               and (kind == "base" or (j.capacity_params is not None and j.capacity_params > 0))]
+        use = [j for j in evaluations(arm, arm_jobs)
+               if kind == "base" or (j.capacity_params is not None and j.capacity_params > 0)]
+        once = deterministic(arm, arm_jobs) and len(use) == 1
         if use:
             found.append(ArmPoints(arm, kind, [seed_label(j) for j in use],
                                    np.array([j.capacity_params for j in use] if kind != "base" else [], dtype=float),
-                                   np.array([j.result.eval.accuracy for j in use], dtype=float)))
+                                   np.array([j.result.eval.accuracy for j in use], dtype=float),
+                                   (use[0].result.eval.ci_low, use[0].result.eval.ci_high) if once else None))
     # a stable sort: arms_of's order (Table 1's, lora.r ascending) stays within each kind
     return sorted(found, key=lambda p: (p.arm.model, p.arm.task, p.kind != "base", _index(p.arm.algorithm, ALGORITHMS),
                                         _index(p.arm.alpha_mode, ALPHA_MODES), KINDS.index(p.kind)))
@@ -80,10 +100,11 @@ def capacity_points(jobs: list[Job]) -> list[ArmPoints]:
 
 def capacity_rows(points: list[ArmPoints]) -> list[dict]:
     """capacity.csv: one row per arm; trainable_params is the mean of its seeds' counts ("" for the base
-    model), accuracy the mean over seeds with its t-interval (NaN bounds with one seed)."""
+    model), accuracy the mean over seeds with its t-interval (NaN bounds with one seed), or the Wilson
+    interval of a deterministic arm's one evaluation."""
     rows = []
     for p in points:
-        mean, lo, hi = stats.t_interval(p.accuracy)
+        mean, lo, hi = p.summary()
         rows.append({**p.arm._asdict(), "kind": p.kind,
                      "trainable_params": float(p.params.mean()) if p.params.size else "",
                      "params_per_seed": "; ".join(f"{s} {int(x)}" for s, x in zip(p.seeds, p.params)),
@@ -103,7 +124,8 @@ def section(rows: list[dict], fields: list[str]) -> list[str]:
     out = ["## Capacity: accuracy against trainable parameters", "",
            "Held-out accuracy against trainable LoRA parameters, per model x task x algorithm x alpha mode: "
            "the uniform arms at the full budget ordered by lora.r (the curve), every other allocation at its own "
-           f"parameter count, the base model as a line; mean over seeds [95% t-interval]. Figure 3: ![fig3]({FIG3}); "
+           f"parameter count, the base model as a line; mean over seeds [95% t-interval; Wilson for the one "
+           f"evaluation of a deterministic arm]. Figure 3: ![fig3]({FIG3}); "
            "the rows are `capacity.csv`.", ""]
     if not any(r["kind"] != "base" for r in rows):
         return out + ["n/a: no trained arm with an evaluation and a trainable-parameter count.", ""]
@@ -137,7 +159,7 @@ def figure3(points: list[ArmPoints], path: Path) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         for base in (p for p in points if p.kind == "base" and p.panel[:2] == panel[:2]):
-            mean, lo, hi = stats.t_interval(base.accuracy)
+            mean, lo, hi = base.summary()
             ax.axhline(mean, color="grey", ls="--", lw=1, label=f"base model (mean of {len(base.seeds)}: {mean:.3f})")
             if math.isfinite(lo):
                 ax.axhspan(lo, hi, color="grey", alpha=0.08)
@@ -168,7 +190,7 @@ def _draw(ax, arms: list[ArmPoints], color: str, marker: str, label: str, line: 
     """The seeds as small dots and the arms' means with t-interval error bars (none with one seed)."""
     xs = np.concatenate([p.params for p in arms])
     ax.plot(xs, np.concatenate([p.accuracy for p in arms]), ".", color=color, alpha=0.45, ms=5)
-    summary = [stats.t_interval(p.accuracy) for p in arms]
+    summary = [p.summary() for p in arms]
     means = np.array([m for m, _, _ in summary])
     err = np.nan_to_num(np.array([[m - lo, hi - m] for m, lo, hi in summary]).T)  # NaN with one seed: no bar
     ax.errorbar([p.params.mean() for p in arms], means, yerr=err, color=color, marker=marker, ms=6, capsize=3,

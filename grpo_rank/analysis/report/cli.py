@@ -21,11 +21,12 @@ gradient statistics (with the scaling slope and the three views of amplification
 normalised, full-weight), figures.py draws, capacity.py the capacity curve (accuracy against trainable
 parameters), trajectories.py the rank trajectories of adalora runs, rewards.py the per-reward gradient
 landscapes (reward_grads.parquet), markdown.py writes report.md (definitions.py its "Definitions"),
-wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in grpo_rank/analysis/stats.py
-and again in the report's "Definitions" section. Gradient statistics use the training phase's records
-("train"), the gradients of the run at its own ranks. Arms are model x task x strategy x budget x
-lora.alpha_mode x profile.signal x algorithm x lora.r (jobs.Arm). `synthetic.py` writes a
-sweep of any size in the real record format (for tests and `python -m benchmarks.bench_report`).
+wandb_mirror.py mirrors to W&B, cli.py is the command. Every statistic is defined in
+grpo_rank/analysis/stats.py (those of the design, the tests across seeds, their power and the rank-shift
+null, in stats_design.py) and again in the report's "Definitions" section. Gradient statistics use the
+training phase's records ("train"), the gradients of the run at its own ranks. Arms are model x task x
+strategy x budget x lora.alpha_mode x profile.signal x algorithm x lora.r (jobs.Arm). tests/synthetic.py
+writes a sweep of any size in the real record format (for tests and `python -m benchmarks.bench_report`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The report's "Definitions" section: every number report.md prints, defined as gradstats.py, tables.py,
-capacity.py, trajectories.py and grpo_rank/analysis/stats.py compute it. `{early}` and `{late}` are filled with
+capacity.py, trajectories.py, grpo_rank/analysis/stats.py and stats_design.py compute it. `{early}` and `{late}` are filled with
 the run's window fractions. ADDED_DEFINITIONS follows DEFINITIONS in a report with the sections that
 came after the golden one (markdown.render's capacity_rows); REWARD_DEFINITIONS in a report whose
 per-reward section has numbers (rewards.py; markdown.render's reward_rows)."""
@@ -41,18 +41,52 @@ DEFINITIONS = """\
 - **amplification** of a strategy: its max/min (and CV) of S(l) divided by uniform's, same seed
   (> 1: the re-allocated run's gradients are more uneven than the uniform run's). Computed on three
   views of S(l): raw LoRA norms (the study's), scaling-normalised, and the full-weight signal.
-- **rank-shift correlation**: per layer, shift = share under the strategy - share under uniform (same
-  seed, same alpha mode), correlated with the layer's allocated rank (Pearson, Spearman), on each of the
-  three views. Pooled over the (seed, layer) pairs; its interval resamples seeds (all S^S resamples
-  when S <= 4), given for >= 2 seeds and crude for 2-3. On raw norms the scaling alone pushes the shift
-  *against* the rank with fixed alpha and *with* it with per_rank; the scaling-normalised and
-  full-weight correlations are what the re-allocation does beyond the scaling.
+- **rank-shift correlation** (the study's definition): per layer, shift = share under the strategy -
+  share under uniform (same seed, same alpha mode), correlated with the layer's allocated rank
+  (Pearson, Spearman), on each of the three views. Pooled over the (seed, layer) pairs; its interval
+  resamples seeds (all S^S resamples when S <= 4), given for >= 2 seeds and crude for 2-3. On raw
+  norms the scaling alone pushes the shift *against* the rank with fixed alpha and *with* it with
+  per_rank; the scaling-normalised and full-weight correlations are what the re-allocation does beyond
+  the scaling.
+- **rank source**: the run whose S(l) a gradient-aware run's ranks were allocated from. The same-seed
+  uniform run is the rank source when the S(l) in the run's record (allocation.importance) equals that
+  run's S(l) in the allocation's signal (raw LoRA norms, or the full-weight signal), as shares to a
+  relative 1e-4; another run when it differs; assumed to be it when the record has none. When it is,
+  the study's correlation regresses to the mean: layers whose share came out high by chance got high
+  ranks and fall back in any other run, so with no effect at all r is expected *below* 0, and an
+  interval that contains 0 is not the no-effect test.
+- **rank-shift r vs independent uniform**: the same correlation with shift = share under the strategy -
+  the mean share of uniform runs independent of the rank source: the same-seed uniform run when it is
+  not the rank source (a replicate of its configuration), else the uniform runs of every other seed
+  (the reference column names them). Per seed, mean over seeds, and pooled with its seed bootstrap, as
+  above.
+- **no-effect null** of a pooled rank-shift r (both definitions; `stats_design.rank_shift_null`,
+  1,000 draws, seed 0): no effect means every run, the strategy's included, is the landscape times
+  noise, part of which the runs of one seed share. From the R >= 2 uniform runs of the reference arm:
+  landscape g(l) = mean over runs of log share(l); run r's noise e_r(l) = (log share_r(l) - g(l))
+  sqrt(R / (R - 1)). The seed-shared fraction lambda (per view, and in the allocation's signal) is the
+  correlation, over seeds and layers, of the strategy runs' and their same-seed uniform runs' log
+  shares each minus its arm's mean over seeds: sum(u x) / sqrt(sum(u^2) sum(x^2)), clipped to [0, 1]
+  (0 with fewer than 2 seeds); with no effect it estimates var(seed part) / var(noise), and an effect
+  can only raise it. A noise draw is e_r(pi(l)), r drawn at random and pi a random permutation of the
+  layers; a pseudo-run of seed k is exp(g(l) + sqrt(lambda) n_k(l) + sqrt(1 - lambda) n(l)),
+  renormalised, n_k one draw for the seed and n one for the run (the same draws in every view of the
+  run). Per draw and seed: a pseudo rank source A whose ranks are allocated exactly as the arm's
+  (proportional, the seed's total, r_min, r_max and multiple), a pseudo strategy run X of the same
+  seed, and references; the study's shift is X - A when the same-seed uniform run is the rank source
+  (else X - C, C another run of the seed), the independent shift X - the mean of as many runs of other
+  seeds as the seed's independent reference averages (C when the same-seed run is not the rank
+  source); the draw's r is pooled over the seeds as observed. Printed: the null's mean [2.5%, 97.5%
+  quantiles], and p = min(1, 2 min((1 + #{{null <= r}}) / (1 + K), (1 + #{{null >= r}}) / (1 + K)))
+  over its K finite draws (n/a when the uniform runs do not differ: no noise to permute). It assumes
+  the noise is exchangeable across layers (after the log-share landscape is taken out).
 - **headline**: for each gradient-aware arm (strategy proportional, whose ranks follow the map): the
-  pooled rank-shift Pearson r and the mean max/min amplification on the three views. "Beyond scaling"
-  reads the pooled Pearson intervals of the rank-invariant views (scaling-normalised, full-weight):
-  every one above 0: a positive rank-shift correlation remains; every one containing 0: none is
-  resolved; every one below 0: the shift runs against the ranks; otherwise the views disagree; n/a
-  when no view has an interval (fewer than 2 seeds).
+  pooled rank-shift Pearson r (the study's definition) and the mean max/min amplification on the three
+  views. "Beyond scaling" reads the pooled independent Pearson r of the rank-invariant views
+  (scaling-normalised, full-weight) against its no-effect null: every one above the null's 97.5%
+  quantile: a positive rank-shift correlation remains; every one within its central 95%: none is
+  resolved; every one below its 2.5% quantile: the shift runs against the ranks; otherwise the views
+  disagree; n/a when no view has a null (fewer than 2 uniform runs).
 - **module shares**: each projection type's norm summed over layers, averaged over steps, divided by
   the total; attention = q,k,v,o; FFN = gate,up,down. **Same-shape statistics** repeat max/min,
   top-30% and Gini on one projection type at a time (the same weight shape in every layer), on
@@ -60,17 +94,42 @@ DEFINITIONS = """\
   drive them (a uniform run's are its raw norms).
 - **seed summaries**: a statistic is computed per seed, then averaged; the interval is a Student-t
   95% interval across seeds (n/a with one seed).
-- **accuracy**: per run its 95% Wilson score interval [lo, hi] (asymmetric; from the job's result.json),
-  and beside it the normal-approximation half-width +-1.96 sqrt(p (1 - p) / n) in accuracy points,
-  which is what the study reports as its "Wilson" +- (p = 0.745, n = 200: +-6.04). Across seeds, the
-  mean and a t-interval (n/a with one seed).
-- **paired tests** (same questions, matched by question id): b = questions only the reference got
-  right, c = questions only the strategy got right; exact McNemar p = min(1, 2 P(X <= min(b, c))),
-  X ~ Binomial(b + c, 1/2) (statsmodels). The accuracy difference (strategy - reference) has a 95%
-  percentile bootstrap interval resampling questions (10,000 resamples, seed 0). A strategy seed is
-  paired with the reference's same seed; the base model, which is not trained, with its own seed if
-  run, else with its one evaluation. The pooled row sums b and c over seed pairs (treating the pairs as
-  independent, which repeated questions are not quite) and bootstraps questions with all their pairs.
+- **accuracy**: the fraction of questions correct as the job's eval.scoring counts them; per run its
+  95% Wilson score interval [lo, hi] (asymmetric; from the job's result.json), and beside it the
+  normal-approximation half-width +-1.96 sqrt(p (1 - p) / n) in accuracy points, which is what the
+  study reports as its "Wilson" +- (p = 0.745, n = 200: +-6.04). Across seeds, the mean and a
+  t-interval (n/a with one seed). A **deterministic arm**, the base model (strategy none) when no job of
+  it sampled (generation do_sample not true), answers the same under every seed: it is one evaluation
+  (its first seed's job), shown with its Wilson interval, never a t-interval over copies.
+- **tagged / any / well-formed**: per evaluation, the accuracy under scoring `tagged` (only the answer
+  inside the last closed <answer></answer> counts), under scoring `any` (also the last \\boxed{{}} or
+  the last number, `grpo_rank/objective/answers.py`), and the fraction of replies that are well-formed
+  (the format reward's shape, `rewards.well_formed`: <think>...</think><answer>...</answer>, each tag
+  once); from the job's record (eval.accuracy_tagged, eval.accuracy_any, eval.well_formed_fraction),
+  else each reply of eval_outcomes.jsonl judged again (n/a without replies). Table 1: means over the
+  arm's evaluations. Tagged minus any is what the format alone costs.
+- **paired tests** (same questions, matched by question id). A strategy seed is paired with the
+  reference's same seed; a deterministic reference (the base model) is its one evaluation for every
+  seed. **Per seed pair**: b = questions only the reference got right, c = questions only the strategy
+  got right; exact McNemar p = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2) (statsmodels);
+  the accuracy difference (strategy - reference) with a 95% percentile bootstrap interval resampling
+  questions (10,000 resamples, seed 0). **Across the S >= 2 seed pairs**, on the n questions every pair
+  answered (seed pairs share their questions, so their tables are never summed into one McNemar test):
+  x_sq = strategy - reference on question q in pair s, d_q = mean_s x_sq and diff = mean_q d_q.
+  p: sign-flip permutation test of H0 "each d_q is symmetric about 0": T = sum_q S d_q, p = P(|sum_q
+  eps_q S d_q| >= |T|) over the 2^n equally likely signs eps, computed exactly (convolution over the
+  integers S d_q) when n (2 sum |S d_q| + 1) <= 5e7, else from 100,000 random sign patterns (seed 0),
+  p = (1 + hits) / (1 + 100,000); it is a test over questions given the trained models. Interval:
+  two-level percentile bootstrap, 10,000 resamples (seed 0), each drawing S seed pairs with
+  replacement and then, for each pair drawn, n of its questions with replacement; the statistic is
+  the mean of the S n values drawn; beside it the Student-t 95% interval (S - 1 degrees of freedom) of
+  the S per-pair differences mean_q x_sq, which moves with the seeds only.
+- **MDE (80%)**, the minimum detectable difference of a paired row: the smallest delta with
+  Phi(delta sqrt(n / D) - z) + Phi(-delta sqrt(n / D) - z) >= 0.8, z = Phi^-1(0.975) (two-sided alpha
+  0.05; the normal approximation of the row's test), n the row's questions and D its observed
+  discordance: (b + c) / n for a seed pair, mean_q d_q^2 across pairs (the sign-flip test's null
+  variance of the mean is D / n). About 2.80 sqrt(D / n): 100 questions at 20% discordance give 0.125.
+  n/a when D = 0. A difference smaller than the MDE going undetected says little.
 """
 
 ADDED_DEFINITIONS = """\
@@ -82,10 +141,11 @@ ADDED_DEFINITIONS = """\
   count from its record (params.built, else params.planned; for adalora, whose ranks shrink while it
   trains, the parameters of the triplets it kept, adaptive.final_params), per seed, and for the arm the mean over
   its seeds; y = held-out accuracy per seed, and for the arm the mean over seeds with its Student-t
-  95% interval (n/a with one seed), as in Table 1. The curve joins, in lora.r order, the uniform arms
-  at the full budget; every other trained arm (proportional, random, shuffled, adalora, a reduced
-  budget) is a marker at its own count; the base model is a horizontal line at its mean (band: its
-  t-interval). One panel per model x task x algorithm x alpha mode, log x axis.
+  95% interval (n/a with one seed), as in Table 1; a deterministic arm (the base model under greedy
+  decoding) is its one evaluation with its Wilson interval. The curve joins, in lora.r order, the
+  uniform arms at the full budget; every other trained arm (proportional, random, shuffled, adalora, a
+  reduced budget) is a marker at its own count; the base model is a horizontal line at its accuracy
+  (band: its interval). One panel per model x task x algorithm x alpha mode, log x axis.
 - **landscapes by algorithm**: the uniform arms that differ only in the algorithm (same model, task,
   budget, alpha mode, lora.r), side by side: max/min, top-30% share, Gini, early-late r (Pearson) and
   the attention and FFN module shares as defined above, mean over seeds [t-interval].

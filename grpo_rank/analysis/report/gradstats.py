@@ -14,6 +14,14 @@ same-seed uniform run, besides the study's statistics:
   study's), scaling-normalised ones (importance.scaling_normalised divides s(r) sqrt(r) out of every
   module norm, relative to the uniform rank) and the full-weight signal ||dL/dW||, which no LoRA rank
   or alpha moves.
+
+The rank-shift correlation against the same-seed uniform run (the study's definition) is confounded
+when the ranks were allocated from that very run's S(l) (a proportional job takes its profile from the
+uniform job of its seed): layers whose share came out high by chance got high ranks, and in any other
+run their share regresses, so even with no effect the correlation is expected below 0. For each
+gradient-aware arm the shift is therefore also measured against uniform runs independent of the rank
+source (independent_rows), and both correlations are printed with their null distribution under no
+effect (stats_design.rank_shift_null).
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ from collections import defaultdict
 import numpy as np
 
 from grpo_rank.allocation.importance import PROJECTIONS, SCALING_SLOPES, scaling_normalised
-from grpo_rank.analysis import stats
+from grpo_rank.analysis import stats, stats_design
 from grpo_rank.analysis.report.jobs import (
+    GRADIENT_AWARE,
     Arm,
     Job,
     ModuleNorms,
@@ -44,6 +53,9 @@ FULL_WEIGHT_SLOPE = 0.0  # ||dL/dW|| of the frozen weight does not depend on the
 SLOPES = {"scaling_slope": ("norms", "mean"), "scaling_slope_init": ("norms", "first"),
           "scaling_slope_full_weight": ("full_weight", "mean"),
           "scaling_slope_full_weight_init": ("full_weight", "first")}
+# profile.signal -> the view (VIEWS) of the map its ranks were allocated from
+SOURCE_VIEW = {"lora": "", "full_weight": "_full_weight"}
+NULL_DRAWS = 1000
 ATTENTION = PROJECTIONS[:4]
 FFN = PROJECTIONS[4:]
 
@@ -214,13 +226,129 @@ def stats_rows(jobs: list[Job]) -> list[dict]:
             for view, (ranks, shift) in vectors.items():
                 by_view[view][0].append(ranks)
                 by_view[view][1].append(shift)
-        for view, (ranks_all, shifts_all) in by_view.items():
-            boot = stats.seed_bootstrap_correlation(ranks_all, shifts_all)
-            note = ref_note + ("; bootstrap over seeds" if len(ranks_all) >= 2 else "; one seed: no interval")
-            for key in ("pearson", "spearman"):
-                pooled.append(stat_row(arm, "pooled", "all", f"rank_shift_{key}{view}", boot[key],
-                                       boot[f"{key}_low"], boot[f"{key}_high"], len(ranks_all), note))
+        pooled += _pooled_rows(arm, by_view, "", ref_note)
+        if arm.strategy in GRADIENT_AWARE:
+            rows, more = independent_rows(arms, arm, by_view)
+            per_seed += rows
+            pooled += more
     return _with_means(per_seed) + pooled
+
+
+def _pooled_rows(arm: Arm, by_view: dict, suffix: str, ref_note: str) -> list[dict]:
+    """Per view, the rank-shift correlations pooled over the seeds' (rank, shift) pairs with their seed
+    bootstrap interval; statistic rank_shift_<key><view><suffix>."""
+    rows = []
+    for view, (ranks_all, shifts_all) in by_view.items():
+        boot = stats.seed_bootstrap_correlation(ranks_all, shifts_all)
+        note = ref_note + ("; bootstrap over seeds" if len(ranks_all) >= 2 else "; one seed: no interval")
+        for key in ("pearson", "spearman"):
+            rows.append(stat_row(arm, "pooled", "all", f"rank_shift_{key}{view}{suffix}", boot[key],
+                                 boot[f"{key}_low"], boot[f"{key}_high"], len(ranks_all), note))
+    return rows
+
+
+def rank_source(j: Job, ref: Job) -> str:
+    """Whether the run `ref` is where j's ranks came from: "same run" when the S(l) its record allocated
+    from (allocation.importance) equals ref's S(l) in the signal it was allocated on, as shares to a
+    relative 1e-4 (a uniform job published its training as the profile); "another run" when it differs
+    (the job profiled itself, or took its profile elsewhere); "assumed" when the record has no
+    importance: then the study's design, a profile taken from the uniform job of the same seed, is
+    assumed."""
+    alloc = j.result.allocation if j.result else None
+    mine = layer_map(ref, SOURCE_VIEW.get(j.signal, ""))
+    if alloc is None or alloc.importance is None or mine is None or len(alloc.importance) != mine.size:
+        return "assumed"
+    same = np.allclose(stats.shares(alloc.importance), stats.shares(mine), rtol=1e-4, atol=1e-12)
+    return "same run" if same else "another run"
+
+
+def independent_rows(arms: dict, arm: Arm, same_run: dict) -> tuple[list[dict], list[dict]]:
+    """The rank-shift correlation of a gradient-aware arm against uniform runs independent of its rank
+    source, per seed and pooled (statistic rank_shift_<key><view>_independent), and the no-effect null of
+    both it and the study's same-run correlation (`same_run`: per view the seeds' (ranks, shift)). The
+    independent reference of a seed is its same-seed uniform run when that run is not the rank source (a
+    replicate of the source's config), else the mean share of the other seeds' uniform runs."""
+    ref_arm = uniform_reference(arms, arm)
+    uniform = [u for u in arms[ref_arm] if u.grads is not None] if ref_arm is not None else []
+    per_seed, by_view, designs, how, pairs = [], defaultdict(lambda: ([], [])), [], set(), []
+    for ref_note, j, ref in _pairs(arms, arm):
+        source = rank_source(j, ref)
+        confounded = source != "another run"
+        others = ([u for u in uniform if u is not ref and u.grads.num_layers == j.grads.num_layers]
+                  if confounded else [ref])
+        if not others:
+            continue
+        said = (f"vs the mean of uniform {' '.join(seed_label(u) for u in others)} (rank source: {seed_label(ref)}, "
+                f"{source})" if confounded else f"vs the same-seed uniform run, not the rank source ({source})")
+        how.add("other seeds" if confounded else "replicate")
+        for view, s_x, _, shift in view_maps(j, ref):
+            maps = [layer_map(u, view) for u in others]
+            if shift is None or any(m is None or m.size != s_x.size for m in maps):
+                continue
+            ind = stats.shares(s_x) - np.mean([stats.shares(m) for m in maps], axis=0)
+            corr = stats.correlation(j.ranks, ind)
+            per_seed += [stat_row(arm, seed_label(j), "all", f"rank_shift_{key}{view}_independent", corr[key],
+                                  note=f"{ref_note}; {said}") for key in ("pearson", "spearman")]
+            by_view[view][0].append(np.asarray(j.ranks, dtype=float))
+            by_view[view][1].append(ind)
+        a = j.result.allocation
+        designs.append({"total": sum(j.ranks), "r_min": a.r_min, "r_max": a.r_max, "multiple": a.multiple,
+                        "confounded": confounded, "n_independent": len(others)})
+        pairs.append((j, ref))
+    note = f"vs {arm_name(ref_arm)}: independent of the rank source ({', '.join(sorted(how))})" if how else ""
+    pooled = _pooled_rows(arm, by_view, "_independent", note)
+    if designs:
+        pooled += null_rows(arm, uniform, pairs, designs, same_run, by_view)
+    return per_seed, pooled
+
+
+def _shared(pairs: list[tuple[Job, Job]], view: str) -> float:
+    """stats_design.seed_shared_fraction of the (strategy run, same-seed uniform run) pairs in one view;
+    0 where it cannot be estimated (fewer than 2 pairs with positive maps)."""
+    maps = [(layer_map(ref, view), layer_map(j, view)) for j, ref in pairs]
+    maps = [(u, x) for u, x in maps if u is not None and x is not None and u.size == x.size and np.all(u > 0)
+            and np.all(x > 0)]
+    lam = stats_design.seed_shared_fraction([u for u, _ in maps], [x for _, x in maps]) if len(maps) >= 2 else 0.0
+    return lam if math.isfinite(lam) else 0.0
+
+
+def null_rows(arm: Arm, uniform: list[Job], pairs: list[tuple[Job, Job]], designs: list[dict], same_run: dict,
+              independent: dict) -> list[dict]:
+    """Per view, the no-effect null of the pooled same-run and independent rank-shift correlations
+    (stats_design.rank_shift_null over the reference arm's uniform runs, the seed-shared noise fraction
+    estimated from the seeds' run pairs): its mean with the central 95% of its draws (seed "null", the
+    observed statistic's name) and the observed value's two-sided p against it (seed "pooled",
+    statistic <name>_null_p)."""
+    source = SOURCE_VIEW.get(arm.signal, "")
+    # the null pools the seeds of `designs`: a view whose observed values pool other seeds has none
+    views = [v for v in VIEWS if v in same_run and v in independent
+             and len(same_run[v][0]) == len(independent[v][0]) == len(designs)]
+    maps = {v: [layer_map(u, v) for u in uniform] for v in {source, *views}}
+    usable = [v for v in views if all(m is not None for m in maps[v])]
+    if len(uniform) < 2 or not usable or any(m is None for m in maps[source]):
+        return []
+    try:
+        shared = {"source": _shared(pairs, source), **{v: _shared(pairs, v) for v in usable}}
+        null = stats_design.rank_shift_null(np.array(maps[source]), {v: np.array(maps[v]) for v in usable}, designs,
+                                            shared, n_draws=NULL_DRAWS)
+    except ValueError:  # a zero S(l) or layers that differ between runs: no null, the observed rows stay
+        return []
+    rows = []
+    for v in usable:
+        note = (f"no effect: layer-permuted noise of {len(uniform)} uniform runs, seed-shared fraction "
+                f"{shared[v]:.2f} ({shared['source']:.2f} in the rank signal), {NULL_DRAWS} draws, ranks "
+                "re-allocated as the arm's (stats_design.rank_shift_null)")
+        for kind, observed in (("same_run", same_run[v]), ("independent", independent[v])):
+            suffix = "" if kind == "same_run" else "_independent"
+            pooled = stats.pooled_correlation(*observed)
+            for i, key in enumerate(("pearson", "spearman")):
+                name = f"rank_shift_{key}{v}{suffix}"
+                summary = stats_design.null_summary(null[v][kind][:, i], pooled[key])
+                rows.append(stat_row(arm, "null", "all", name, summary["mean"], summary["low"], summary["high"],
+                                     int(summary["n"]), note))
+                rows.append(stat_row(arm, "pooled", "all", f"{name}_null_p", summary["p"], n=int(summary["n"]),
+                                     note="two-sided p of the pooled value against its no-effect null"))
+    return rows
 
 
 RANK_SHIFT_COLUMNS = ["arm", "seed", "view", "layer", "rank", "shift"]

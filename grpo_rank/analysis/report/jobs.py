@@ -22,6 +22,8 @@ from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.allocation.importance import ALPHA_MODES, SIGNALS, GradCube
 from grpo_rank.analysis import stats
 from grpo_rank.objective.algorithms import ALGORITHMS
+from grpo_rank.objective.answers import counts
+from grpo_rank.objective.rewards import judge, well_formed
 from grpo_rank.record.files import read_jsonl
 from grpo_rank.record.result import JobResult
 
@@ -163,19 +165,46 @@ class RewardSummary:
 
 @dataclass
 class Outcomes:
-    """Per-question correctness of one evaluation, keyed by question id."""
+    """Per-question correctness of one evaluation, keyed by question id; and, where the rows allow, each
+    reply judged under both scorings and whether it is well-formed (None where they do not)."""
 
     ids: list[str]
-    correct: np.ndarray  # bool, aligned with ids
+    correct: np.ndarray  # bool, aligned with ids: as the job's eval.scoring counted
+    tagged_correct: np.ndarray | None = None  # bool: the tagged answer is correct (scoring "tagged")
+    any_correct: np.ndarray | None = None  # bool: the answer, tagged or not, is correct (scoring "any")
+    well_formed: np.ndarray | None = None  # bool: rewards.well_formed(reply)
+
+
+def _scored(row: dict) -> tuple[bool, bool, bool | None] | None:
+    """(tagged correct, any correct, well-formed) of one outcome row: as recorded by an evaluation that
+    records all three; else judged again from its reply and gold when it has them; else from the
+    judgement it recorded (value_correct, tagged; no reply, no well-formedness); else None."""
+    if all(k in row for k in ("tagged_correct", "value_correct", "well_formed")):
+        return bool(row["tagged_correct"]), bool(row["value_correct"]), bool(row["well_formed"])
+    if isinstance(row.get("reply"), str) and row.get("gold") is not None:
+        try:
+            j = judge(row["reply"], str(row["gold"]))
+        except ValueError:  # a gold that is not a number: no judgement to make
+            return None
+        return counts(j, "tagged"), counts(j, "any"), well_formed(row["reply"])
+    if "value_correct" in row and "tagged" in row:
+        return bool(row["value_correct"] and row["tagged"]), bool(row["value_correct"]), None
+    return None
 
 
 def read_outcomes(path: Path) -> Outcomes | None:
     rows = read_jsonl(path)
     if not rows:
         return None
+    scored = [_scored(r) for r in rows]
+    both = all(s is not None for s in scored)
+    formed = both and all(s[2] is not None for s in scored)
     # the id where the task has one, else the position; both are stable across runs of one task
     return Outcomes(ids=[str(r.get("id", r.get("index"))) for r in rows],
-                    correct=np.array([bool(r.get("correct")) for r in rows], dtype=bool))
+                    correct=np.array([bool(r.get("correct")) for r in rows], dtype=bool),
+                    tagged_correct=np.array([s[0] for s in scored], dtype=bool) if both else None,
+                    any_correct=np.array([s[1] for s in scored], dtype=bool) if both else None,
+                    well_formed=np.array([s[2] for s in scored], dtype=bool) if formed else None)
 
 
 @dataclass
@@ -278,6 +307,21 @@ def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
     candidates = [a for a in arms if a._replace(budget=arm.budget) == same]
     full = [a for a in candidates if any(j.budget_fraction == 1.0 for j in arms[a])]
     return (full or candidates or [None])[0]
+
+
+def deterministic(arm: Arm, arm_jobs: list[Job]) -> bool:
+    """Whether the arm's seeds are copies of one evaluation: the base model (strategy none) trains
+    nothing, and under greedy decoding (every job's recorded generation without do_sample) its replies
+    are the same whatever the seed."""
+    return arm.strategy == "none" and not any(
+        j.result and j.result.eval and j.result.eval.generation.get("do_sample") for j in arm_jobs)
+
+
+def evaluations(arm: Arm, arm_jobs: list[Job]) -> list[Job]:
+    """The arm's jobs with an evaluation, one per seed; of a deterministic arm only the first: its
+    other seeds repeat it, and counting copies as seeds would fake a spread (or its absence)."""
+    done = [j for j in arm_jobs if j.result is not None and j.result.eval is not None]
+    return done[:1] if deterministic(arm, arm_jobs) else done
 
 
 def base_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:

@@ -1,7 +1,8 @@
 """The report as markdown (report.md, also printed): the headline (how much amplification remains beyond
 the LoRA scaling artefact), the tables, the missing and failed jobs, the figures, the capacity curve
-(capacity.py), the rank trajectories (trajectories.py), the landscapes by algorithm, the per-reward
-landscapes (rewards.py), the definitions of every statistic (definitions.py), and which W&B panels to open.
+(capacity.py), the rank trajectories (trajectories.py), the rank shift against an independent uniform
+run with its no-effect null, the landscapes by algorithm, the per-reward landscapes (rewards.py), the
+paired comparisons, the definitions of every statistic (definitions.py), and which W&B panels to open.
 
     python -m grpo_rank.report SWEEP --no-wandb     # writes SWEEP/report/report.md and prints it
 """
@@ -20,10 +21,10 @@ from grpo_rank.analysis.report.definitions import ADDED_DEFINITIONS, DEFINITIONS
 from grpo_rank.analysis.report.figures import FIG1, FIG2
 from grpo_rank.analysis.report.gradstats import VIEWS, predicted_slope
 from grpo_rank.analysis.report.jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of, rank_varies
+from grpo_rank.analysis.report.tables import ONE_EVALUATION, md_table
 from grpo_rank.analysis.report.tables import arm_labels as _labels
 from grpo_rank.analysis.report.tables import fmt as _fmt
 from grpo_rank.analysis.report.tables import interval as _interval
-from grpo_rank.analysis.report.tables import md_table
 from grpo_rank.objective.algorithms import ALGORITHMS
 
 VIEW_NAMES = {"": "raw", "_normalised": "scaling-normalised", "_full_weight": "full-weight"}
@@ -57,21 +58,27 @@ def _top_label(layer_counts: set[int]) -> str:
 
 
 def _verdict(idx: dict, arm: Arm) -> str:
-    """What the rank-invariant views' pooled Pearson intervals say (Definitions: headline)."""
-    found = [(VIEW_NAMES[v], idx[key]) for v in ("_normalised", "_full_weight")
-             if (key := (*arm, "pooled", "all", f"rank_shift_pearson{v}")) in idx
-             and all(math.isfinite(idx[key][b]) for b in ("ci_low", "ci_high"))]
+    """What the rank-invariant views' independent rank-shift r say against their no-effect null
+    (Definitions: headline)."""
+    found = []
+    for v in ("_normalised", "_full_weight"):
+        name = f"rank_shift_pearson{v}_independent"
+        obs, null, p = (idx.get((*arm, seed, "all", stat)) for seed, stat in
+                        (("pooled", name), ("null", name), ("pooled", f"{name}_null_p")))
+        if obs and null and p and all(math.isfinite(x) for x in (obs["value"], null["ci_low"], null["ci_high"])):
+            found.append((VIEW_NAMES[v], obs["value"], null, p["value"]))
     if not found:
-        return "n/a (no scaling-normalised or full-weight correlation with an interval: fewer than 2 seeds)"
-    where = ["above 0" if r["ci_low"] > 0 else "below 0" if r["ci_high"] < 0 else "contains 0" for _, r in found]
-    said = ", ".join(f"the {name} interval {_interval(r['ci_low'], r['ci_high'])} {w}"
-                     for (name, r), w in zip(found, where))
-    if set(where) == {"above 0"}:
-        return f"a positive rank-shift correlation remains ({said})"
-    if set(where) == {"contains 0"}:
-        return f"no rank-shift correlation is resolved ({said})"
-    if set(where) == {"below 0"}:
-        return f"the shift runs against the ranks ({said})"
+        return ("n/a (no rank-invariant view has an independent rank-shift r with a no-effect null: it needs "
+                "2 or more uniform runs)")
+    where = ["above" if r > null["ci_high"] else "below" if r < null["ci_low"] else "within" for _, r, null, _ in found]
+    said = ", ".join(f"{name} r {_fmt(r)} against its null {_fmt(null['value'])} "
+                     f"{_interval(null['ci_low'], null['ci_high'])}, p = {p:.3g}" for name, r, null, p in found)
+    if set(where) == {"above"}:
+        return f"a positive rank-shift correlation remains, above its no-effect null ({said})"
+    if set(where) == {"within"}:
+        return f"no rank-shift correlation is resolved: within its no-effect null ({said})"
+    if set(where) == {"below"}:
+        return f"the shift runs against the ranks, below its no-effect null ({said})"
     return f"the rank-invariant views disagree ({said})"
 
 
@@ -79,9 +86,11 @@ def headline(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
     """One bullet per gradient-aware arm: its rank-shift correlation and amplification on the three
     views, its scaling slope at init against the prediction, and what is left beyond scaling."""
     out = ["## Headline: amplification beyond the LoRA scaling artefact", "",
-           "Per gradient-aware arm: pooled rank-shift Pearson r [seed bootstrap] and max/min amplification "
-           "(mean over seeds [t-interval]) on raw LoRA norms, scaling-normalised norms and the full-weight "
-           "signal; the LoRA scaling slope at init against its prediction (Definitions).", ""]
+           "Per gradient-aware arm: pooled rank-shift Pearson r (the study's definition, against the same-seed "
+           "uniform run) [seed bootstrap] and max/min amplification (mean over seeds [t-interval]) on raw LoRA "
+           "norms, scaling-normalised norms and the full-weight signal; the LoRA scaling slope at init against "
+           "its prediction; beyond scaling, the rank shift against an independent uniform run and its "
+           "no-effect null (Definitions).", ""]
     aware = [a for a in arms if a.strategy in GRADIENT_AWARE and (*a, "pooled", "all", "rank_shift_pearson") in idx]
     if not aware:
         return out + ["n/a: no gradient-aware arm (strategy " + ", ".join(GRADIENT_AWARE) + ") with gradient "
@@ -94,7 +103,8 @@ def headline(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
         amp = [_cell(idx, a, f"amplification_max_min{v}") + (fw if v == "_full_weight" else "") for v in VIEWS]
         n = idx[(*a, "pooled", "all", "rank_shift_pearson")]["n"]
         crude = "; with 2-3 seeds these intervals are crude" if 2 <= n <= 3 else ""
-        out.append(f"- **{arm_name(a, rank_varies(arms))}** ({n} seed(s)): rank-shift r {r[0]} raw, "
+        out.append(f"- **{arm_name(a, rank_varies(arms))}** ({n} seed(s)): rank-shift r (the study's "
+                   f"definition) {r[0]} raw, "
                    f"{r[1]} scaling-normalised, "
                    f"{r[2]} full-weight; max/min amplification {amp[0]} raw, {amp[1]} scaling-normalised, "
                    f"{amp[2]} full-weight; LoRA scaling slope at init {_cell(idx, a, 'scaling_slope_init')} "
@@ -162,6 +172,94 @@ def landscapes(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
     return out
 
 
+def table1_section(t1: list[dict], fields: list[str]) -> list[str]:
+    """Table 1: accuracy per arm under the job's scoring with its interval, both scorings and the
+    well-formed fraction beside it, the per-run intervals, and the jobs found."""
+    labels = [f.replace("_", " ") for f in fields]
+
+    def interval_cell(r: dict) -> str:
+        mean = _fmt(r["accuracy_mean"], 4) if r["accuracy_mean"] != "" else "n/a"
+        if r["accuracy_ci95_low"] == "n/a":
+            return f"{mean} n/a"
+        one = " (Wilson, one evaluation)" if r["accuracy_interval"] == ONE_EVALUATION else ""
+        return f"{mean} {_interval(r['accuracy_ci95_low'], r['accuracy_ci95_high'])}{one}"
+
+    out = ["## Table 1: accuracy by strategy and budget", "",
+           "Accuracy as each job's eval.scoring counts it: mean over seeds [95% t-interval]; for a deterministic arm "
+           "(the base model, greedy decoding) its one evaluation [Wilson]. Beside it the accuracy under scoring "
+           "`tagged` and `any` and the fraction of well-formed replies, means over the same evaluations "
+           "(Definitions).", ""]
+    out.append(md_table(
+        [*labels, "ranks", "trainable params", "accuracy per seed", "mean [95% interval]",
+         "tagged / any / well-formed", "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n",
+         "ok/failed/missing"],
+        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"], interval_cell(r),
+          f"{_fmt(r['accuracy_tagged_mean'])} / {_fmt(r['accuracy_any_mean'])} / {_fmt(r['well_formed_mean'])}",
+          r["wilson_per_run"], r["normal_half_width_per_run"], r["n_questions"],
+          f"{r['n_ok']}/{r['n_failed']}/{r['n_missing']}"] for r in t1]))
+    return out
+
+
+def _null_cell(idx: dict, arm: Arm, statistic: str) -> tuple[str, str]:
+    """(the no-effect null as 'mean [2.5%, 97.5%]', the observed value's p against it), or n/a."""
+    null = idx.get((*arm, "null", "all", statistic))
+    p = idx.get((*arm, "pooled", "all", f"{statistic}_null_p"))
+    # no null, or one of constant draws: uniform runs whose maps do not differ have no noise to permute
+    if null is None or p is None or not math.isfinite(null["value"]):
+        return "n/a", "n/a"
+    return f"{_fmt(null['value'])} {_interval(null['ci_low'], null['ci_high'])}", f"{p['value']:.3g}"
+
+
+def rank_shift_section(arms: dict[Arm, list[Job]], idx: dict, fields: list[str]) -> list[str]:
+    """Per gradient-aware arm and view: the study's same-run rank-shift r and the r against an
+    independent uniform run, each beside its no-effect null (gradstats.independent_rows)."""
+    labels = [f.replace("_", " ") for f in fields]
+    out = ["## Rank shift against an independent uniform run, and the no-effect null", "",
+           "The study's definition measures the shift against the uniform run the ranks were allocated from, "
+           "so that even with no effect it is expected below 0 (regression to the mean). Per gradient-aware arm: "
+           "pooled Pearson r [seed bootstrap] against the same-seed uniform run (the study's definition) and "
+           "against uniform runs independent of the rank source, each beside its null under no effect (mean "
+           "[central 95%] of its draws) and the two-sided p of the observed r against it (Definitions).", ""]
+    rows = []
+    for a in arms:
+        if a.strategy not in GRADIENT_AWARE:
+            continue
+        for v in VIEWS:
+            name = f"rank_shift_pearson{v}"
+            if (*a, "pooled", "all", f"{name}_independent") not in idx:
+                continue
+            same_null, same_p = _null_cell(idx, a, name)
+            ind_null, ind_p = _null_cell(idx, a, f"{name}_independent")
+            rows.append([*_labels(a, fields), VIEW_NAMES[v], _cell(idx, a, name, seed="pooled"), same_null, same_p,
+                         _cell(idx, a, f"{name}_independent", seed="pooled"), ind_null, ind_p,
+                         idx[(*a, "pooled", "all", f"{name}_independent")]["note"] or "n/a"])
+    if not rows:
+        return out + ["n/a: no gradient-aware arm with a uniform run independent of its rank source (it needs "
+                      "2 or more uniform seeds, or a same-seed uniform run that is not the rank source).", ""]
+    out.append(md_table([*labels, "view", "r (the study's definition)", "its no-effect null", "p",
+                         "r vs independent uniform", "its no-effect null", "p", "independent reference"], rows))
+    return out
+
+
+def paired_section(paired: list[dict], fields: list[str]) -> list[str]:
+    """The paired comparisons: per seed pair and across the seed pairs, each with its test and its
+    minimum detectable difference."""
+    labels = [f.replace("_", " ") for f in fields]
+    out = ["## Paired comparisons on the same questions", "",
+           "diff = accuracy(strategy) - accuracy(reference). Per seed pair: 95% question bootstrap, b = reference "
+           "only right, c = strategy only right, exact McNemar p. Across seed pairs (the same questions, so never "
+           "pooled into one McNemar table): 95% two-level bootstrap (seeds, then questions) and the seed-level "
+           "95% t-interval, and the sign-flip permutation p over questions of the seed-averaged differences. "
+           "MDE: the smallest difference the row's test detects with 80% power at alpha 0.05 (Definitions).", ""]
+    out.append(md_table([*labels, "reference", "seeds", "n", "acc ref", "acc strategy", "diff [95% bootstrap]",
+                         "seed t-interval", "b", "c", "test", "p", "MDE (80%)"],
+                        [[*_labels(r, fields), r["reference"], r["seeds"], r["n_questions"], _fmt(r["acc_reference"]),
+                          _fmt(r["acc_strategy"]), f"{_fmt(r['diff'])} {_interval(r['diff_low'], r['diff_high'])}",
+                          _interval(r["seed_t_low"], r["seed_t_high"]), r["b_reference_only"], r["c_strategy_only"],
+                          r["test"], f"{r['p_value']:.4g}", _fmt(r["mde80"])] for r in paired]))
+    return out
+
+
 def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict], st: list[dict],
            paired: list[dict], early: float, late: float, wandb_line: str,
            capacity_rows: list[dict] | None = None, reward_rows: list[dict] | None = None) -> str:
@@ -185,15 +283,7 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
     out.append("")
     out += headline(arms, idx)
 
-    out += ["## Table 1: accuracy by strategy and budget", ""]
-    out.append(md_table(
-        [*labels, "ranks", "trainable params", "accuracy per seed", "mean [95% t-interval]",
-         "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n", "ok/failed/missing"],
-        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"],
-          (_fmt(r["accuracy_mean"], 4) if r["accuracy_mean"] != "" else "n/a") + " "
-          + (_interval(r["accuracy_ci95_low"], r["accuracy_ci95_high"]) if r["accuracy_ci95_low"] != "n/a" else "n/a"),
-          r["wilson_per_run"], r["normal_half_width_per_run"], r["n_questions"],
-          f"{r['n_ok']}/{r['n_failed']}/{r['n_missing']}"] for r in t1]))
+    out += table1_section(t1, fields)
 
     out += ["## Missing and failed jobs", ""]
     bad = [j for j in jobs if j.status != "ok"]
@@ -229,7 +319,8 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
     out += ["## Amplification: each strategy vs uniform", "",
             "On raw LoRA norms (the study's), scaling-normalised norms, and the full-weight signal.", ""]
     out.append(md_table([*labels, "view", "max/min ratio vs uniform", "CV ratio vs uniform",
-                         "rank-shift r (pooled) [seed bootstrap]", "rank-shift rho (pooled) [seed bootstrap]",
+                         "rank-shift r (pooled; the study's definition) [seed bootstrap]",
+                         "rank-shift rho (pooled; the study's definition) [seed bootstrap]",
                          "reference"],
                         [[*_labels(a, fields), VIEW_NAMES[v], _cell(idx, a, f"amplification_max_min{v}"),
                           _cell(idx, a, f"amplification_cv{v}"),
@@ -238,6 +329,8 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
                           (idx.get((*a, "pooled", "all", f"rank_shift_pearson{v}")) or {}).get("note", "n/a")]
                          for a in amp_arms for v in VIEWS
                          if v == "" or (*a, "mean", "all", f"amplification_max_min{v}") in idx]))
+
+    out += rank_shift_section(arms, idx, fields)
 
     out += ["## Scaling slope: module gradient norm against rank", "",
             "Log-log slope of each module's gradient norm against its rank, vs the same-seed uniform run: per "
@@ -265,14 +358,7 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
                           _cell(idx, a, "gini", m)]
                          for a in grad_arms for m in mods if (*a, "mean", m, "gini") in idx]))
 
-    out += ["## Paired comparisons on the same questions", "",
-            "diff = accuracy(strategy) - accuracy(reference), 95% paired bootstrap interval; b = reference "
-            "only right, c = strategy only right; exact McNemar p.", ""]
-    out.append(md_table([*labels, "reference", "seeds", "n", "acc ref", "acc strategy",
-                         "diff [95% bootstrap]", "b", "c", "McNemar p"],
-                        [[*_labels(r, fields), r["reference"], r["seeds"], r["n_questions"], _fmt(r["acc_reference"]),
-                          _fmt(r["acc_strategy"]), f"{_fmt(r['diff'])} {_interval(r['diff_low'], r['diff_high'])}",
-                          r["b_reference_only"], r["c_strategy_only"], f"{r['mcnemar_p']:.4g}"] for r in paired]))
+    out += paired_section(paired, fields)
 
     out += ["## Definitions", "", DEFINITIONS.format(early=f"{early:g}", late=f"{late:g}")
             + (ADDED_DEFINITIONS if added else "") + (REWARD_DEFINITIONS if reward_rows else ""),

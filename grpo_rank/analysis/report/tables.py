@@ -1,7 +1,8 @@
 """The report's tables as lists of rows (dicts): Table 1, every job, and the paired tests; computed from
 the jobs' reduced arrays (discover.load), written as CSV. The statistics in long form are gradstats.py's.
 
-Every statistic is a function of grpo_rank/analysis/stats.py; the markdown's "Definitions" section says which.
+Every statistic is a function of grpo_rank/analysis/stats.py or stats_design.py; the markdown's
+"Definitions" section says which.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grpo_rank.analysis import stats
+from grpo_rank.analysis import stats, stats_design
 from grpo_rank.analysis.report.jobs import (
     Arm,
     Job,
@@ -20,12 +21,16 @@ from grpo_rank.analysis.report.jobs import (
     arm_sort_key,
     arms_of,
     base_reference,
+    deterministic,
+    evaluations,
     seed_label,
     uniform_reference,
 )
 
 PAIRED_COLUMNS = [*Arm._fields, "reference", "seeds", "n_questions", "n_pairs", "acc_reference", "acc_strategy",
-                  "diff", "diff_low", "diff_high", "b_reference_only", "c_strategy_only", "mcnemar_p"]
+                  "diff", "diff_low", "diff_high", "b_reference_only", "c_strategy_only", "mcnemar_p", "interval",
+                  "seed_t_low", "seed_t_high", "test", "p_value", "discordance", "mde80"]
+ONE_EVALUATION = "Wilson (one evaluation: greedy decoding, the same under every seed)"
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -60,8 +65,33 @@ def arm_labels(arm, fields: list[str]) -> list:
             for f in fields]
 
 
+def format_scores(job: Job) -> tuple[tuple[float, float, float], str]:
+    """(accuracy under scoring tagged, under scoring any, fraction of well-formed replies) of one job and
+    where they come from: its record (EvalSummary, written since they were recorded), else its
+    eval_outcomes.jsonl (replies judged again; rows without replies give no well-formed fraction),
+    else NaN."""
+    ev = job.result.eval if job.result else None
+    if ev is not None and ev.accuracy_tagged is not None:
+        return (ev.accuracy_tagged, ev.accuracy_any, ev.well_formed_fraction), "record"
+    o = job.outcomes
+    if o is not None and o.tagged_correct is not None:
+        formed = float(o.well_formed.mean()) if o.well_formed is not None else math.nan
+        return (float(o.tagged_correct.mean()), float(o.any_correct.mean()), formed), "eval_outcomes.jsonl"
+    return (math.nan, math.nan, math.nan), "n/a"
+
+
+def _format_columns(evals: list[tuple[Job, object]]) -> dict:
+    """Table 1's format columns: the means over the arm's evaluations, per seed, and their source."""
+    scored = [(j, *format_scores(j)) for j, _ in evals]
+    means = [float(np.mean([v[i] for _, v, _ in scored])) if scored else math.nan for i in range(3)]
+    return {"accuracy_tagged_mean": means[0], "accuracy_any_mean": means[1], "well_formed_mean": means[2],
+            "format_per_seed": "; ".join(f"{seed_label(j)} {fmt(v[0])}/{fmt(v[1])}/{fmt(v[2])}" for j, v, _ in scored),
+            "format_from": "; ".join(sorted({src for _, _, src in scored}))}
+
+
 def table1_rows(jobs: list[Job]) -> list[dict]:
-    """Table 1: one row per arm, also for arms with no finished job."""
+    """Table 1: one row per arm, also for arms with no finished job. A deterministic arm (the base model
+    under greedy decoding) is one evaluation with its Wilson interval, however many seeds repeat it."""
     arms = arms_of(jobs)
     all_arms: dict[Arm, float | None] = {arm: js[0].budget_fraction for arm, js in arms.items()}
     for job in jobs:
@@ -71,10 +101,13 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
     for arm in sorted(all_arms, key=lambda a: arm_sort_key(a, all_arms[a])):
         done = arms.get(arm, [])
         mine = [j for j in jobs if j.arm == arm and j.superseded_by is None]
-        evals = [(j, j.result.eval) for j in done if j.result.eval is not None]
+        evals = [(j, j.result.eval) for j in evaluations(arm, done)]
+        once = deterministic(arm, done) and len(evals) == 1
         ranks = [r for j in done for r in (j.ranks or [])]
         accs = [ev.accuracy for _, ev in evals]
         mean, lo, hi = stats.t_interval(accs) if accs else (math.nan, math.nan, math.nan)
+        if once:
+            lo, hi = evals[0][1].ci_low, evals[0][1].ci_high
         params = sorted({j.params for j in done if j.params is not None})
         rows.append({
             **arm._asdict(),
@@ -87,9 +120,10 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
             "seeds": " ".join(seed_label(j) for j in done),
             "accuracy_per_seed": "; ".join(f"{seed_label(j)} {ev.accuracy:.4f}" for j, ev in evals),
             "accuracy_mean": mean if accs else "",
-            "accuracy_ci95_low": lo if len(accs) >= 2 else "n/a",
-            "accuracy_ci95_high": hi if len(accs) >= 2 else "n/a",
-            "accuracy_interval": "t-interval across seeds" if len(accs) >= 2 else "n/a (fewer than 2 seeds)",
+            "accuracy_ci95_low": lo if len(accs) >= 2 or once else "n/a",
+            "accuracy_ci95_high": hi if len(accs) >= 2 or once else "n/a",
+            "accuracy_interval": (ONE_EVALUATION if once else
+                                  "t-interval across seeds" if len(accs) >= 2 else "n/a (fewer than 2 seeds)"),
             "wilson_per_run": "; ".join(f"{seed_label(j)} {interval(ev.ci_low, ev.ci_high)}" for j, ev in evals),
             # the study's "Wilson" +- values are this normal approximation, in accuracy points
             "normal_half_width_per_run": "; ".join(
@@ -99,6 +133,7 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
             "n_ok": len(done),
             "n_failed": sum(j.status == "failed" for j in mine),
             "n_missing": sum(j.status not in ("ok", "failed") for j in mine),
+            **_format_columns(evals),
         })
     return rows
 
@@ -135,23 +170,27 @@ def _aligned(ref: Job, other: Job) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, np.array([theirs[i] for i in ids], dtype=bool), np.array([mine[i] for i in ids], dtype=bool)
 
 
-def _pairs(arm_jobs: list[Job], ref_jobs: list[Job], is_base: bool) -> list[tuple[Job, Job]]:
-    """Each job with its reference: the same seed; the base model, which is not trained, serves every
-    seed with its one evaluation when it has no twin."""
+def _pairs(arm_jobs: list[Job], ref_arm: Arm, ref_jobs: list[Job]) -> list[tuple[Job, Job]]:
+    """Each job with its reference: the same seed; a deterministic reference (the base model) is its one
+    evaluation, the reference of every seed."""
+    once = deterministic(ref_arm, ref_jobs)
+    ref_jobs = [r for r in (evaluations(ref_arm, ref_jobs) if once else ref_jobs) if r.outcomes is not None]
     pairs = []
     for j in arm_jobs:
         if j.outcomes is None:
             continue
         same = [r for r in ref_jobs if r.seed == j.seed]
-        ref = same[0] if same else (ref_jobs[0] if is_base and ref_jobs else None)
+        ref = ref_jobs[0] if once and ref_jobs else (same[0] if same else None)
         if ref is not None:
             pairs.append((j, ref))
     return pairs
 
 
 def paired_rows(jobs: list[Job]) -> list[dict]:
-    """Each strategy vs uniform and vs the base model, on the questions both answered: per seed pair and
-    pooled over seed pairs (exact McNemar on the summed discordant counts; bootstrap over questions)."""
+    """Each strategy vs uniform and vs the base model, on the questions both answered: per seed pair
+    (exact McNemar, question bootstrap) and, with two or more pairs, across them on the questions every
+    pair answered (stats_design.paired_design: sign-flip test over questions, two-level bootstrap, seed
+    t-interval). The seed pairs are never pooled into one McNemar table: they share their questions."""
     arms = arms_of(jobs)
     rows = []
     for arm, arm_jobs in arms.items():
@@ -161,33 +200,47 @@ def paired_rows(jobs: list[Job]) -> list[dict]:
         if arm.strategy != "none":
             refs.append(base_reference(arms, arm))
         for ref_arm in [r for r in refs if r is not None]:
-            is_base = ref_arm.strategy == "none"
-            label = "none (base model)" if is_base else arm_name(ref_arm)
-            pairs = _pairs(arm_jobs, [j for j in arms[ref_arm] if j.outcomes is not None], is_base)
+            label = "none (base model)" if ref_arm.strategy == "none" else arm_name(ref_arm)
+            pairs = _pairs(arm_jobs, ref_arm, arms[ref_arm])
             aligned = [_aligned(ref, j) for j, ref in pairs]
             for (j, ref), (ids, a, b) in zip(pairs, aligned):
                 if ids:
-                    rows.append(paired_row(arm, label, f"{seed_label(j)} vs {seed_label(ref)}", a[None, :], b[None, :]))
+                    rows.append(paired_row(arm, label, f"{seed_label(j)} vs {seed_label(ref)}", a, b))
             if len(pairs) < 2:
                 continue
             common = set.intersection(*(set(ids) for ids, _, _ in aligned))
             if common:
                 keep = [np.array([i in common for i in ids], dtype=bool) for ids, _, _ in aligned]
-                rows.append(paired_row(arm, label, f"pooled ({len(pairs)} pairs)",
-                                       np.array([a[k] for (_, a, _), k in zip(aligned, keep)]),
+                rows.append(across_row(arm, label, np.array([a[k] for (_, a, _), k in zip(aligned, keep)]),
                                        np.array([b[k] for (_, _, b), k in zip(aligned, keep)])))
     return rows
 
 
 def paired_row(arm: Arm, ref_label: str, seeds: str, ref: np.ndarray, other: np.ndarray) -> dict:
+    """One seed pair: exact McNemar, the question bootstrap of the difference, its power."""
     b = int(np.sum(ref & ~other))
     c = int(np.sum(~ref & other))
     mc = stats.mcnemar_counts(b, c, both=int(np.sum(ref & other)), neither=int(np.sum(~ref & ~other)))
     boot = stats.paired_bootstrap_diff(ref.astype(float), other.astype(float))
-    return {**arm._asdict(), "reference": ref_label, "seeds": seeds, "n_questions": ref.shape[1],
-            "n_pairs": ref.shape[0], "acc_reference": float(ref.mean()), "acc_strategy": float(other.mean()),
-            "diff": boot["diff"], "diff_low": boot["low"], "diff_high": boot["high"], "b_reference_only": b,
-            "c_strategy_only": c, "mcnemar_p": mc["pvalue"]}
+    n = ref.size
+    return {**arm._asdict(), "reference": ref_label, "seeds": seeds, "n_questions": n, "n_pairs": 1,
+            "acc_reference": float(ref.mean()), "acc_strategy": float(other.mean()), "diff": boot["diff"],
+            "diff_low": boot["low"], "diff_high": boot["high"], "b_reference_only": b, "c_strategy_only": c,
+            "mcnemar_p": mc["pvalue"], "interval": "question bootstrap", "seed_t_low": math.nan,
+            "seed_t_high": math.nan, "test": "exact McNemar", "p_value": mc["pvalue"],
+            "discordance": (b + c) / n, "mde80": stats_design.min_detectable_difference(n, (b + c) / n)}
+
+
+def across_row(arm: Arm, ref_label: str, ref: np.ndarray, other: np.ndarray) -> dict:
+    """The seed pairs together: (pairs x questions) outcomes on the questions all of them answered."""
+    d = stats_design.paired_design(ref, other)
+    return {**arm._asdict(), "reference": ref_label, "seeds": f"across {ref.shape[0]} seed pairs",
+            "n_questions": ref.shape[1], "n_pairs": ref.shape[0], "acc_reference": float(ref.mean()),
+            "acc_strategy": float(other.mean()), "diff": d["diff"], "diff_low": d["boot_low"],
+            "diff_high": d["boot_high"], "b_reference_only": "", "c_strategy_only": "", "mcnemar_p": "",
+            "interval": "two-level bootstrap (seeds, then questions)", "seed_t_low": d["t_low"],
+            "seed_t_high": d["t_high"], "test": f"sign-flip permutation over questions ({d['method']})",
+            "p_value": d["pvalue"], "discordance": d["discordance"], "mde80": d["mde80"]}
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
