@@ -34,6 +34,8 @@ def default_repo(ident: JobIdentity) -> str:
 def publish(cfg: RunConfig, result: JobResult, job_dir: Path) -> None:
     """The model card with what the job ended with; then, with hub.push=true, the push. No adapter: nothing."""
     if result.adapter is None:
+        if cfg.hub.push:
+            log.info("hub.push: nothing to push, strategy=%s trains no adapter", cfg.strategy.name)
         return
     repo = (cfg.hub.repo or default_repo(result.job)) if cfg.hub.push else None
     adapter.write_card(job_dir, adapter.card(cfg, result, repo))
