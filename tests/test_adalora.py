@@ -12,8 +12,8 @@ from transformers import TrainerCallback
 from grpo_rank.config.schema import ConfigError, validate
 from grpo_rank.data import models
 from grpo_rank.pipeline.job import run_job, training_data
-from grpo_rank.record.files import GRADS, read_grad_records
-from grpo_rank.training import adalora
+from grpo_rank.record.files import GRADS, read_grad_records, read_jsonl
+from grpo_rank.training import adalora, adapter
 from grpo_rank.training.train import train
 from tests.conftest import TINY, typed, wandb_records
 
@@ -45,6 +45,21 @@ def test_ranks_move_during_training_and_end_on_the_budget(job):
     assert np.all(per_step[1] == 12)
     assert per_step[2].sum() < 12 * 84 and per_step[4].sum() == info.target_total
     assert per_step[2].sum() >= per_step[3].sum() >= per_step[4].sum()
+
+
+def test_the_kept_adalora_adapter_reloads_into_the_evaluated_replies(job):
+    """PEFT rebuilds AdaLoRA's final, uneven ranks from the saved adapter_config.json (its rank_pattern masks)."""
+    from grpo_rank.data.tasks import load_split
+    from grpo_rank.evaluation.evaluate import evaluate
+
+    result, _, job_dir = job
+    cfg = typed(*ADALORA)
+    assert result.adapter.kind == "ADALORA"
+    base, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+    model = adapter.load(base, job_dir, result.adapter)
+    ev = evaluate(model, tokenizer, load_split(cfg.task, "test")[:4], cfg.task.system_prompt, batch_size=8,
+                  max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot, progress=False)
+    assert [o["reply"] for o in ev.outcomes] == [o["reply"] for o in read_jsonl(job_dir / "eval_outcomes.jsonl")]
 
 
 def test_the_planned_parameters_are_what_peft_built(job):

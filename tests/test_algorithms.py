@@ -10,7 +10,7 @@ from grpo_rank.config.schema import validate
 from grpo_rank.data.tasks import gold_completion, gsm8k_solution, load_split
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.pipeline.job import run_job, training_data
-from grpo_rank.record.files import GRAD_COLUMNS, GRADS, TRAIN_LOG, read_grad_records, read_jsonl
+from grpo_rank.record.files import COMPLETIONS, GRAD_COLUMNS, GRADS, TRAIN_LOG, read_grad_records, read_jsonl
 from grpo_rank.training.train import TRAINERS, grpo_args
 from tests.conftest import TINY, typed
 
@@ -66,7 +66,7 @@ def jobs(tmp_path_factory, cache_dir):
     for name in ("grpo", "rloo", "sft"):
         job_dir = tmp_path_factory.mktemp(name)
         cfg = typed(*TINY, f"algorithm={name}", "grpo.save_steps=0", "eval.n=4", "tracking.mode=disabled",
-                    f"profile.cache_dir={job_dir}/profiles")
+                    "tracking.completions_every=1", f"profile.cache_dir={job_dir}/profiles")
         out[name] = (run_job(cfg, job_dir), job_dir)
     return out
 
@@ -107,6 +107,10 @@ def test_every_trainer_writes_the_study_records(jobs, name):
     assert np.all(np.isfinite(grads["norm"][lora]))
     log = [r for r in read_jsonl(job_dir / TRAIN_LOG) if r["phase"] == "train"]
     assert [r["step"] for r in log] == [1, 2]
+    assert result.adapter is not None and (job_dir / "adapter" / result.adapter.weights).exists()
+    # the completions each step sampled, for the trainers that sample (sft learns from gold solutions)
+    watched = sorted({r["step"] for r in read_jsonl(job_dir / COMPLETIONS)})
+    assert watched == ([] if name == "sft" else [1, 2])
 
 
 def test_the_objectives_differ(jobs):

@@ -225,8 +225,9 @@ OLD_IDENTITY_DROPS = {"tracking", "dry_run", "cache_dir", "force", "profile.cach
 OLD_PROFILE_KEEPS = {"model", "task", "lora", "grpo", "seed"}
 OLD_PROFILE_DROPS = {"lora.r_min", "lora.r_max", "lora.multiple", "grpo.logging_steps", "grpo.save_steps",
                      "grpo.steps"}
-# added after e72c1ca: thread count changes no result; the split's tolerance only whether a job stops
-NEW_FIELDS_WITHOUT_RESULT = {"threads", "profile.per_reward_tolerance"}
+# added after e72c1ca: thread count changes no result, the split's tolerance only whether a job stops,
+# where an adapter is pushed nothing it computed
+NEW_FIELDS_WITHOUT_RESULT = {"threads", "profile.per_reward_tolerance", "hub"}
 # added later, left out at the value every earlier result had (omit_at): distributed.processes=1
 NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed"}
 

@@ -1,6 +1,7 @@
 """Preemption-safe resume, for real: a tiny-model proportional job killed with SIGKILL after a checkpoint,
 mid-training, and launched again with the same command into the same folder, resumes from that
-checkpoint; its result, gradient records, training log and eval outcomes equal an uninterrupted run's.
+checkpoint; its result, gradient records, training log, watched completions and eval outcomes equal an
+uninterrupted run's.
 
     python -m pytest -q tests/test_resume.py
 """
@@ -17,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.record.files import RUNS, read_jsonl
+from grpo_rank.record.files import COMPLETIONS, RUNS, read_jsonl
 from grpo_rank.training.checkpoint import STATE
 from tests.conftest import ROOT, TINY, JobFiles, detached_wandb_service, run_cli
 
 # 6 steps, a checkpoint every 3: the kill lands after step 3's checkpoint, once step 4 is logged, so the
 # killed attempt has logged a step the resumed one must not log twice
-ARGS = [*TINY, "strategy=proportional", "grpo.steps=6", "grpo.save_steps=3", "tracking.mode=offline"]
+# completions every 2 steps: the killed attempt wrote step 4's, which the resumed one writes again
+ARGS = [*TINY, "strategy=proportional", "grpo.steps=6", "grpo.save_steps=3", "tracking.mode=offline",
+        "tracking.completions_every=2"]
 
 
 def command(job_dir: Path, cache: Path) -> list[str]:
@@ -83,19 +86,20 @@ def runs(tmp_path_factory, cache_dir, shared_wandb_service):
     killed_at = checkpoint_steps(job / "trainer_train")[-1]
     assert not (root / "killed" / "result.json").exists()  # SIGKILL leaves no chance to record anything
     partial = read_jsonl(root / "killed" / "train_log.jsonl")
+    partial_completions = read_jsonl(root / "killed" / COMPLETIONS)
     again = run_cli(command(root / "killed", root / "profiles"), cwd=root, env_extra=service)
     assert again.returncode == 0, again.stderr[-3000:]
-    return JobFiles(root / "ref"), JobFiles(root / "killed"), killed_at, partial
+    return JobFiles(root / "ref"), JobFiles(root / "killed"), killed_at, partial, partial_completions
 
 
 def test_the_kill_landed_after_a_checkpoint_and_a_later_step(runs):
-    _, _, killed_at, partial = runs
+    _, _, killed_at, partial, _ = runs
     assert killed_at == 3
     assert max(r["step"] for r in partial if r["phase"] == "train") > killed_at
 
 
 def test_relaunch_resumed_rather_than_restarted(runs):
-    ref, resumed, killed_at, _ = runs
+    ref, resumed, killed_at, *_ = runs
     assert resumed.result.train.resumed_from_step == killed_at
     assert ref.result.train.resumed_from_step is None
     events = [e["event"] for e in read_jsonl(resumed.path / RUNS)]
@@ -105,7 +109,7 @@ def test_relaunch_resumed_rather_than_restarted(runs):
 
 
 def test_resumed_result_equals_uninterrupted(runs):
-    ref, resumed, _, _ = runs
+    ref, resumed, *_ = runs
     a, b = ref.result, resumed.result
     assert b.status == "ok"
     for key in ("allocation", "params", "eval"):
@@ -116,7 +120,7 @@ def test_resumed_result_equals_uninterrupted(runs):
 
 
 def test_gradient_records_hold_every_step_once_and_equal_uninterrupted(runs):
-    ref, resumed, _, _ = runs
+    ref, resumed, *_ = runs
     g, h = ref.grads, resumed.grads
     for phase, steps in (("profile", 2), ("train", 6)):
         sel = h["phase"] == phase
@@ -129,7 +133,7 @@ def test_gradient_records_hold_every_step_once_and_equal_uninterrupted(runs):
 
 
 def test_training_log_holds_every_step_once_and_equals_uninterrupted(runs):
-    ref, resumed, _, _ = runs
+    ref, resumed, *_ = runs
     numeric = ("reward", "reward_std", "loss", "grad_norm", "learning_rate", "frac_reward_zero_std", "kl")
 
     def key_values(job):
@@ -140,8 +144,16 @@ def test_training_log_holds_every_step_once_and_equals_uninterrupted(runs):
     assert key_values(ref) == key_values(resumed)
 
 
+def test_watched_completions_hold_every_step_once_and_equal_uninterrupted(runs):
+    ref, resumed, killed_at, _, partial = runs
+    assert {r["step"] for r in partial} == {2, 4} and killed_at == 3  # step 4's rows came after the checkpoint
+    rows = read_jsonl(resumed.path / COMPLETIONS)
+    assert [r["step"] for r in rows] == [s for s in (2, 4, 6) for _ in range(8)]
+    assert rows == read_jsonl(ref.path / COMPLETIONS)
+
+
 def test_profile_computed_in_two_processes_is_the_same_bytes_and_read_back_from_cache(runs):
-    ref, resumed, _, _ = runs
+    ref, resumed, *_ = runs
     assert ref.result.profile.sha256 == resumed.result.profile.sha256
     assert ref.result.profile.key == resumed.result.profile.key
     assert ref.result.profile.source == "profiled"
@@ -149,7 +161,7 @@ def test_profile_computed_in_two_processes_is_the_same_bytes_and_read_back_from_
 
 
 def test_wandb_run_resumed_under_the_same_id(runs):
-    _, resumed, _, _ = runs
+    _, resumed, *_ = runs
     run_id = resumed.result.wandb.run_id
     assert resumed.result.wandb.error is None
     assert run_id and resumed.result.job.run_id == run_id

@@ -17,6 +17,7 @@ Rules between fields are `validate`'s.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -220,6 +221,23 @@ class TrackingSettings:
     project: str = setting("grpo-rank", NO_RESULT, valid=NAME)
     entity: str | None = setting(None, NO_RESULT)
     mode: str = setting("auto", NO_RESULT, valid=OneOf(TRACKING_MODES, "tracking mode"))
+    # every N training steps, that step's sampled completions with each reward's value: a W&B table and
+    # rows of completions.jsonl (training/completions.py); 0 logs none. Only watched, never trained on
+    completions_every: int = setting(10, NO_RESULT, valid=at_least(0))
+
+
+# a Hugging Face repo id: "name" or "namespace/name" (the token's own namespace when none is given)
+HUB_REPO_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+@dataclass
+class HubSettings:
+    # push the trained adapter and its model card (adapter/ in the job folder) to the Hugging Face Hub after
+    # the job is evaluated; with no token (HF_TOKEN) or HF_HUB_OFFLINE=1 it is skipped in one logged line
+    push: bool = setting(False, NO_RESULT)
+    # null: derived from the job's identity, <W&B group>-s<seed> in the token's namespace
+    repo: str | None = setting(None, NO_RESULT)
+    private: bool = setting(True, NO_RESULT)
 
 
 @dataclass
@@ -244,6 +262,7 @@ class RunConfig:
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
     # rerun a job even when its folder already holds a finished result of this config
     force: bool = setting(False, NO_RESULT)
@@ -332,6 +351,9 @@ def validate(cfg: RunConfig) -> None:
         _fail("profile.per_reward", True, "the per-reward split is computed from one process's micro-batches",
               "use distributed.processes=1 for it, or profile.per_reward=false")
     check_rewards(g.rewards)
+    if cfg.hub.repo is not None and not HUB_REPO_RE.match(cfg.hub.repo):
+        _fail("hub.repo", cfg.hub.repo, "not a Hugging Face repo id", "use name or namespace/name (letters, digits, "
+              "-, _, .), or hub.repo=null for one derived from the job")
     if STRATEGIES[cfg.strategy.name].adaptive:
         check_adalora(cfg)
     if cfg.profile.per_reward and ALGORITHMS[cfg.algorithm.name].trainer != "grpo":

@@ -34,13 +34,13 @@ from grpo_rank.data.tasks import load_split, prompt_dataset, solution_dataset
 from grpo_rank.errors import one_line
 from grpo_rank.evaluation.evaluate import evaluate
 from grpo_rank.objective.algorithms import ALGORITHMS
-from grpo_rank.pipeline import tracking
+from grpo_rank.pipeline import hub, tracking
 from grpo_rank.record.files import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_records, write_jsonl
 from grpo_rank.record.result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
 from grpo_rank.record.version import code_version
 from grpo_rank.runtime import device, distributed
 from grpo_rank.runtime.threads import ThreadPlan
-from grpo_rank.training import adalora
+from grpo_rank.training import adalora, adapter
 from grpo_rank.training import profile as profiling
 from grpo_rank.training.train import planned_params, train
 
@@ -140,8 +140,12 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
         model = train_stage(cfg, loaded, ranks, job_dir, sink, result, records)
         laps("train")
         if main:  # training was the collective part; rank 0 alone evaluates and records
+            if STRATEGIES[cfg.strategy.name].trains:  # kept before evaluation can fail (training/adapter.py)
+                result.adapter = adapter.save(model, job_dir, adapter.card(cfg, result))
+                laps("adapter")
             evaluate_stage(cfg, model, loaded.tokenizer, job_dir, sink, result)
             laps("eval")
+            hub.publish(cfg, result, job_dir)  # the card gains the accuracy; hub.push=true pushes (never fails the job)
         result.status = "ok"
         return result
     except Exception as exc:
@@ -215,7 +219,8 @@ def train_stage(cfg: RunConfig, loaded: Loaded, ranks: list[int], job_dir: Path,
     """Trains at the allocated ranks (nothing for the base-model arm); returns the model to evaluate."""
     if not STRATEGIES[cfg.strategy.name].trains:
         return loaded.model
-    streams = dict(on_step=tracking.Streamer(sink, "train").step, on_log=tracking.Streamer(sink, "train").log)
+    streams = dict(on_step=tracking.Streamer(sink, "train").step, on_log=tracking.Streamer(sink, "train").log,
+                   on_completions=tracking.Streamer(sink, "train").completions)
     if profiling.publishes(cfg, ranks, loaded.n_layers):  # this training is also the gradient-aware arms' profile
         out, result.profile = profiling.train_publishing(cfg, loaded.model, loaded.tokenizer, loaded.train_set,
                                                          ranks, job_dir, **streams)

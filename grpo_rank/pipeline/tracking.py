@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 # the phase it belongs to instead, so the runs of a sweep line up step for step. Evaluation is summary only.
 TRAIN_STEP, PROFILE_STEP = "train/global_step", "profile/train/global_step"
 STEP_AXES = {"train/*": TRAIN_STEP, "grad_norm/*": TRAIN_STEP, "grad_share/*": TRAIN_STEP,
-             "grad_share_module/*": TRAIN_STEP, "rank/*": TRAIN_STEP, "profile/*": PROFILE_STEP}
+             "grad_share_module/*": TRAIN_STEP, "rank/*": TRAIN_STEP, "completions": TRAIN_STEP,
+             "profile/*": PROFILE_STEP}
 
 
 def _logged_in() -> bool:
@@ -110,6 +111,10 @@ class Streamer:
         if "step" in row:  # the trainer's own step: the row is placed at it, not at the last streamed one
             metrics[f"{self.prefix}{TRAIN_STEP}"] = row["step"]
         self.sink.log(metrics)
+
+    def completions(self, step: int, columns: list[str], rows: list[list]) -> None:
+        """A step's sampled completions (training/completions.py) as the table `completions`, at that step."""
+        self.sink.table(f"{self.prefix}completions", columns, rows, {f"{self.prefix}{TRAIN_STEP}": step})
 
 
 SERVICE_ENV = "WANDB_SERVICE"  # wandb.env.SERVICE, named here so tracking imports wandb lazily
@@ -211,13 +216,14 @@ class WandbSink:
         except Exception as exc:
             self._fail(exc)
 
-    def table(self, key: str, columns: list[str], rows: list[list]) -> None:
+    def table(self, key: str, columns: list[str], rows: list[list], extra: dict | None = None) -> None:
+        """`rows` as a W&B table under `key`, logged with the metrics in `extra` (its step, for one)."""
         if self.run is None:
             return
         try:
             import wandb
 
-            self.run.log({key: wandb.Table(columns=columns, data=rows)})
+            self.run.log({key: wandb.Table(columns=columns, data=rows), **(extra or {})})
         except Exception as exc:
             self._fail(exc)
 

@@ -15,6 +15,12 @@ A job folder (one Hydra job dir) holds:
   host and Slurm ids), then finished, skipped or failed. A relaunched or requeued job adds lines.
 - `trainer_train/checkpoint-N/`: while the job trains, its last checkpoints (see checkpoint.py);
   removed once the job has finished.
+- `adapter/`: the trained adapter in PEFT's format (weights, adapter_config.json whose rank_pattern holds the
+  allocated ranks) and its model card README.md (training/adapter.py).
+- `completions.jsonl`: every `tracking.completions_every` training steps, that step's sampled completions
+  with their prompt, gold answer and each reward's value (training/completions.py).
+- `evaluations/<name>/`: `python -m grpo_rank.evaluate` records (eval.json, outcomes.jsonl), one folder per
+  evaluation setting; result.json and eval_outcomes.jsonl are never touched by it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ GRADS = "grad_norms.parquet"
 TRAIN_LOG = "train_log.jsonl"
 OUTCOMES = "eval_outcomes.jsonl"
 RUNS = "runs.jsonl"
+ADAPTER = "adapter"  # folder: PEFT's adapter_config.json + adapter_model.safetensors, and the model card
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+COMPLETIONS = "completions.jsonl"
+EVALUATIONS = "evaluations"
 
 GRAD_COLUMNS = ("phase", "step", "layer", "module", "matrix", "norm", "rank", "scaling")
 REWARD_GRADS = "reward_grads.parquet"  # profile.per_reward: the gradient columns plus `reward` (reward_split.py)

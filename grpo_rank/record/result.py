@@ -122,6 +122,28 @@ class EvalSummary:
 
 
 @dataclass
+class HubInfo:
+    """`hub.push`: where the adapter went, or why it did not (the job never fails for it)."""
+
+    repo: str
+    pushed: bool
+    url: str | None = None  # the commit's URL when pushed
+    reason: str | None = None  # one line: why it was skipped or failed
+
+
+@dataclass
+class AdapterInfo:
+    """The trained adapter kept in the job folder: `PeftModel.from_pretrained(base, job_dir / path)` is
+    the model that was evaluated (training/adapter.py)."""
+
+    path: str  # relative to the job folder
+    sha256: str  # of the weights file
+    weights: str  # the weights file's name inside `path`
+    kind: str  # PEFT's peft_type: LORA, ADALORA
+    hub: HubInfo | None = None
+
+
+@dataclass
 class Params:
     planned: int  # closed form from the architecture and the ranks
     built: int | None  # counted on the PEFT model (None until built)
@@ -161,6 +183,7 @@ class JobResult:
     train: TrainInfo | None = None
     adaptive: AdaptiveInfo | None = None
     eval: EvalSummary | None = None
+    adapter: AdapterInfo | None = None  # None for a job that trained nothing, or recorded before adapters were kept
     timings: dict[str, float] = field(default_factory=dict)  # <stage>_s and total_s, wall seconds
     wandb: WandbInfo | None = None
     runtime: RuntimeInfo | None = None
@@ -187,6 +210,11 @@ def _build(cls, data, where: str):
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecordError(f"{where}.{f.name} is missing")
     return cls(**kwargs)
+
+
+def build(cls, data, where: str):
+    """`data` (parsed JSON) as the record dataclass `cls`; RecordError (one line) when it is not one."""
+    return _build(cls, data, where)
 
 
 def _value(tp, value, where: str):

@@ -95,7 +95,8 @@ def _as_profile(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def train_publishing(cfg: RunConfig, model, tokenizer, train_set, ranks: list[int], job_dir: Path, *,
-                     on_step: Callable | None = None, on_log: Callable | None = None):
+                     on_step: Callable | None = None, on_log: Callable | None = None,
+                     on_completions: Callable | None = None):
     """A uniform job's training that is also the profile (`publishes`): under the cache's lock, trained
     once and stored as the profile entry. Returns (TrainOutcome, ProfileInfo); when the entry already
     exists (a proportional job profiled first) the job trains as usual and the info says "cache"."""
@@ -108,7 +109,7 @@ def train_publishing(cfg: RunConfig, model, tokenizer, train_set, ranks: list[in
                  cfg.lora.r, cfg.grpo.steps)
         # checkpoints stay in the job folder (trainer_train): a killed uniform job resumes its own run
         out = train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
-                    job_dir=job_dir, on_step=on_step, on_log=on_log)
+                    job_dir=job_dir, on_step=on_step, on_log=on_log, on_completions=on_completions)
         trained.append(out)
         return Profile(_as_profile(out.grads), [{**r, "phase": "profile"} for r in out.log_rows], {
             "steps": cfg.grpo.steps, "nonzero_spread_fraction": out.nonzero_spread_fraction,
@@ -118,5 +119,5 @@ def train_publishing(cfg: RunConfig, model, tokenizer, train_set, ranks: list[in
     prof, source = cache.get_or_compute(key, compute)
     if not trained:  # the entry was there already: this job still trains its own model
         trained.append(train(model, tokenizer, train_set, ranks, cfg, phase="train", steps=cfg.grpo.steps,
-                             job_dir=job_dir, on_step=on_step, on_log=on_log))
+                             job_dir=job_dir, on_step=on_step, on_log=on_log, on_completions=on_completions))
     return trained[0], _info(cfg, "published" if source == "profiled" else source, cache, key, prof)

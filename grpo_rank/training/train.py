@@ -28,9 +28,10 @@ from grpo_rank.config.schema import GRPOSettings, RunConfig
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.objective.rewards import REWARDS
 from grpo_rank.profiling.cache import profile_key
-from grpo_rank.record.files import TRAIN_LOG, append_jsonl, replace_phase_rows
+from grpo_rank.record.files import COMPLETIONS, TRAIN_LOG, append_jsonl, replace_phase_rows
 from grpo_rank.runtime import device, distributed
 from grpo_rank.training import adalora, checkpoint, reward_split
+from grpo_rank.training.completions import CompletionLog
 from grpo_rank.training.gradnorm import ClipGradients, GradNormProfiler
 
 log = logging.getLogger(__name__)
@@ -173,13 +174,16 @@ class LogSink:
 
 def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, phase: str, steps: int,
           job_dir: Path, output_dir: Path | None = None, on_step: Callable | None = None,
-          on_log: Callable | None = None, callbacks: Sequence = ()) -> TrainOutcome:
+          on_log: Callable | None = None, on_completions: Callable | None = None,
+          callbacks: Sequence = ()) -> TrainOutcome:
     """Train LoRA at `ranks` for `steps` steps; raises LoraBuildError if PEFT builds another plan. For an
     adaptive strategy (strategy=adalora) `ranks` is the budget the AdaLoRA ranks end on (adalora.py).
 
     Checkpoints go to `output_dir` (default `<job_dir>/trainer_<phase>`); when it already holds a complete
     checkpoint of this same phase, training resumes from it. Extra `callbacks` run after the profiler and
-    before the clip, so they too see the raw gradients of the loss (before AdaLoRA's regulariser).
+    before the clip, so they too see the raw gradients of the loss (before AdaLoRA's regulariser). The
+    training phase's sampled completions go to completions.jsonl every `tracking.completions_every` steps,
+    and to `on_completions(step, columns, rows)`.
     """
     sites = lora.find_sites(model, cfg.lora.target_modules)
     fingerprint = profile_key(cfg, ranks, steps)  # what determines this phase: a checkpoint of another is no use
@@ -208,12 +212,18 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
         if resume:
             splitter.restore(resume)
         first.append(splitter)
+    watched = None
+    if phase == "train" and cfg.tracking.completions_every and ALGORITHMS[cfg.algorithm.name].rewarded:
+        watched = CompletionLog(job_dir / COMPLETIONS, cfg.tracking.completions_every, cfg.grpo.rewards, on_completions)
+        rewards = watched.wrap(rewards)
     schedule = None
     if STRATEGIES[cfg.strategy.name].adaptive:
         schedule = adalora.AdaLoraSchedule(cfg, adalora.target_total(cfg, ranks), resume)
         regulariser.append(schedule)  # its term reaches the clip and the optimizer, not the gradient records
     resumed_from, rows = checkpoint.restore(resume, profiler) if resume else (None, [])
     logs.start(rows)
+    if watched is not None:
+        watched.start(resumed_from)
     if resume:
         log.info("%s: resuming from %s (step %d of %d)", phase, resume, resumed_from, steps)
     set_seed(cfg.seed)  # TRL wraps the model (random LoRA A init) before the Trainer seeds itself
@@ -224,8 +234,9 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
         processing_class=tokenizer,
         peft_config=peft_config,
         # order matters: the split, profile, what adds to the gradient, clip, then the log sink (AdaLoRA puts
-        # its regulariser's values in the log row); the records are saved with each checkpoint
+        # its regulariser's values in the log row) and the completions; the records are saved with each checkpoint
         callbacks=[*first, profiler, *callbacks, *regulariser, clipper, logs.callback(),
+                   *([watched.callback()] if watched else []),
                    checkpoint.SaveRecords(profiler, logs.rows, fingerprint, phase)],
     )
     clipper.accelerator = trainer.accelerator
