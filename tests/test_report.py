@@ -511,7 +511,10 @@ def without_added(rows: list[dict], where: str) -> list[dict]:
 @pytest.mark.parametrize("scenario", ["known", "synthetic", "five_seeds"])
 def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_factory):
     from grpo_rank.analysis.report import gradstats, tables
-    from grpo_rank.analysis.report.markdown import render
+    from grpo_rank.analysis.report.capacity import capacity_points, capacity_rows
+    from grpo_rank.analysis.report.jobs import arms_of
+    from grpo_rank.analysis.report.markdown import ReportData, render
+    from grpo_rank.analysis.report.rewards import reward_rows
 
     root = tmp_path_factory.getbasetemp() / "golden"
     if not root.exists():
@@ -534,8 +537,8 @@ def test_tables_equal_those_of_the_report_before_the_package(scenario, tmp_path_
                 same(normalised(v, root), cols[c][i], f"{name}[{i}].{c}")
     assert [normalised(n, root) for n in notes] == expected["notes"]
     if "markdown" in expected:
-        md = render(jobs, notes, sweeps, got["table1"], got["stats"], got["paired"], 0.25, 0.25,
-                    "W&B: skipped (--no-wandb).")
+        md = render(ReportData(jobs, notes, sweeps, got["table1"], got["stats"], got["paired"],
+                               capacity_rows(capacity_points(jobs)), reward_rows(arms_of(jobs))))
         assert [normalised(line, root) for line in md.splitlines()] == expected["markdown"]
 
 

@@ -24,7 +24,7 @@ from grpo_rank.analysis.report import tables
 from grpo_rank.analysis.report.capacity import capacity_points, capacity_rows
 from grpo_rank.analysis.report.gradstats import stats_rows
 from grpo_rank.analysis.report.jobs import active, arms_of
-from grpo_rank.analysis.report.markdown import render
+from grpo_rank.analysis.report.markdown import ReportData, render
 from grpo_rank.analysis.report.rewards import FIG5, REWARDS_CSV, reward_rows, strict_winners
 from grpo_rank.record.files import GRADS, REWARD_GRADS, read_grad_records, write_grad_records
 from tests.conftest import read_csv
@@ -174,8 +174,8 @@ def test_profile_phase_when_no_training_phase_was_recorded(built, tmp_path):
     # the profile's planted landscapes are reversed: format drives the last two layers there
     assert np.argsort(s.importance[0])[-2:].tolist() in ([4, 5], [5, 4])
     np.testing.assert_array_equal(s.combined, read_cube(copy / job_dir.name / GRADS, "profile").layer_importance())
-    md = render(jobs, [], [copy], tables.table1_rows(jobs), stats_rows(jobs), [], 0.25, 0.25, "W&B: skipped.",
-                capacity_rows(capacity_points(jobs)), reward_rows(arms_of(jobs)))
+    md = render(ReportData(jobs, [], [copy], tables.table1_rows(jobs), stats_rows(jobs), [],
+                           capacity_rows(capacity_points(jobs)), reward_rows(arms_of(jobs))))
     assert f"Profile phase (no training-phase records): {next(j.where for j in jobs if j.name == job_dir.name)}." in md
 
 
@@ -219,11 +219,6 @@ def test_a_sweep_without_the_records_reads_and_reports_as_before(built, tmp_path
                                    "with `profile.per_reward=true` to get them.")
         assert "per-reward gradient components" not in again.markdown
         assert without_reward_lines(again.markdown) == without_reward_lines(rep.markdown)
-        # render called the old way (the golden's): no per-reward section with or without the records
-        for jobs in (again.jobs, rep.jobs):
-            old = render(jobs, [], [sweep], tables.table1_rows(jobs), stats_rows(jobs), [], 0.25, 0.25, "W&B.",
-                         capacity_rows(capacity_points(jobs)))
-            assert "Per-reward" not in old and "per-reward" not in old
     finally:
         shutil.rmtree(sweep)
         shutil.move(str(tmp_path / "with_rewards"), str(sweep))

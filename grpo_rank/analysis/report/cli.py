@@ -41,7 +41,7 @@ from grpo_rank.analysis.report.discover import load
 from grpo_rank.analysis.report.figures import FIG1, FIG2, figure1, figure2
 from grpo_rank.analysis.report.gradstats import RANK_SHIFT_COLUMNS, STATS_COLUMNS, rank_shift_rows, stats_rows
 from grpo_rank.analysis.report.jobs import Job, arms_of
-from grpo_rank.analysis.report.markdown import render
+from grpo_rank.analysis.report.markdown import ReportData, render
 from grpo_rank.analysis.report.rewards import FIG5, REWARD_CSV_COLUMNS, REWARDS_CSV, figure5, reward_rows
 from grpo_rank.analysis.report.tables import PAIRED_COLUMNS, paired_rows, run_rows, table1_rows, write_csv
 from grpo_rank.analysis.report.trajectories import FIG4, figure4
@@ -97,7 +97,7 @@ def build(sweeps: list[Path], out: Path, early: float = 0.25, late: float = 0.25
         wandb_line = "W&B: skipped (--no-wandb)."
         if dashboard:
             wandb_line += " W&B dashboard: skipped, --no-wandb was given."
-    md = render(jobs, notes, sweeps, t1, st, paired, early, late, wandb_line, capacity, rewards)
+    md = render(ReportData(jobs, notes, sweeps, t1, st, paired, capacity, rewards, early, late, wandb_line))
     (out / "report.md").write_text(md)
     return Report(out=out, markdown=md, jobs=jobs)
 

@@ -1,8 +1,8 @@
 """The report's "Definitions" section: every number report.md prints, defined as gradstats.py, tables.py,
-capacity.py, trajectories.py, grpo_rank/analysis/stats.py and stats_design.py compute it. `{early}` and `{late}` are filled with
-the run's window fractions. ADDED_DEFINITIONS follows DEFINITIONS in a report with the sections that
-came after the golden one (markdown.render's capacity_rows); REWARD_DEFINITIONS in a report whose
-per-reward section has numbers (rewards.py; markdown.render's reward_rows)."""
+capacity.py, trajectories.py, grpo_rank/analysis/stats.py and stats_design.py compute it. `{early}` and
+`{late}` are filled with the run's window fractions. ADDED_DEFINITIONS (the capacity curve, the
+landscapes by algorithm, the rank trajectories, AdaLoRA against uniform) follows DEFINITIONS in every
+report; REWARD_DEFINITIONS only in a report whose per-reward section has numbers (rewards.py)."""
 
 DEFINITIONS = """\
 - **S(l)**, the importance of layer l: the sum over the layer's LoRA modules of each module's gradient

@@ -12,49 +12,32 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_rank.allocation.importance import PROJECTIONS
-from grpo_rank.analysis import stats
 from grpo_rank.analysis.report import capacity, rewards, trajectories
 from grpo_rank.analysis.report.definitions import ADDED_DEFINITIONS, DEFINITIONS, REWARD_DEFINITIONS
 from grpo_rank.analysis.report.figures import FIG1, FIG2
 from grpo_rank.analysis.report.gradstats import VIEWS, predicted_slope
 from grpo_rank.analysis.report.jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of, rank_varies
+from grpo_rank.analysis.report.sections import (
+    VIEW_NAMES,
+    View,
+    amplification,
+    cell,
+    concentration,
+    label_fields,
+    lookup,
+    module_shares,
+    same_shape,
+    scaling_slopes,
+    top_label,
+)
 from grpo_rank.analysis.report.tables import ONE_EVALUATION, md_table
 from grpo_rank.analysis.report.tables import arm_labels as _labels
 from grpo_rank.analysis.report.tables import fmt as _fmt
 from grpo_rank.analysis.report.tables import interval as _interval
 from grpo_rank.objective.algorithms import ALGORITHMS
-
-VIEW_NAMES = {"": "raw", "_normalised": "scaling-normalised", "_full_weight": "full-weight"}
-
-
-def label_fields(arms) -> list[str]:
-    """The arm fields the tables show: model, task, strategy, budget; alpha mode, signal and algorithm
-    only where some arm is not at their default, lora.r only where arms differ in it (a sweep that does
-    not vary them reads as before)."""
-    arms = list(arms)
-    return [f for f in Arm._fields
-            if f not in Arm._field_defaults or (rank_varies(arms) if f == "r"
-                                                else any(getattr(a, f) != Arm._field_defaults[f] for a in arms))]
-
-
-def _lookup(rows: list[dict]) -> dict[tuple, dict]:
-    return {(*(r[f] for f in Arm._fields), r["seed"], r["subset"], r["statistic"]): r for r in rows}
-
-
-def _cell(index: dict, arm: tuple, statistic: str, subset: str = "all", seed: str = "mean") -> str:
-    r = index.get((*arm, seed, subset, statistic))
-    if r is None:
-        return "n/a"
-    ci = _interval(r["ci_low"], r["ci_high"])
-    return _fmt(r["value"]) + ("" if ci == "n/a" else f" {ci}")
-
-
-def _top_label(layer_counts: set[int]) -> str:
-    """'k=8 of 28' for the 'top-30% share' header: k beside the statistic, for each L among the arms."""
-    return "; ".join(f"k={stats.top_count(n)} of {n}" for n in sorted(layer_counts)) or "no layers"
 
 
 def _verdict(idx: dict, arm: Arm) -> str:
@@ -98,35 +81,19 @@ def headline(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
     for a in aware:
         no_w = not any(j.grads is not None and j.grads.full_weight is not None for j in arms[a])
         fw = " (no full-weight records)" if no_w else ""
-        r = [_cell(idx, a, f"rank_shift_pearson{v}", seed="pooled") + (fw if v == "_full_weight" else "")
+        r = [cell(idx, a, f"rank_shift_pearson{v}", seed="pooled") + (fw if v == "_full_weight" else "")
              for v in VIEWS]
-        amp = [_cell(idx, a, f"amplification_max_min{v}") + (fw if v == "_full_weight" else "") for v in VIEWS]
+        amp = [cell(idx, a, f"amplification_max_min{v}") + (fw if v == "_full_weight" else "") for v in VIEWS]
         n = idx[(*a, "pooled", "all", "rank_shift_pearson")]["n"]
         crude = "; with 2-3 seeds these intervals are crude" if 2 <= n <= 3 else ""
         out.append(f"- **{arm_name(a, rank_varies(arms))}** ({n} seed(s)): rank-shift r (the study's "
                    f"definition) {r[0]} raw, "
                    f"{r[1]} scaling-normalised, "
                    f"{r[2]} full-weight; max/min amplification {amp[0]} raw, {amp[1]} scaling-normalised, "
-                   f"{amp[2]} full-weight; LoRA scaling slope at init {_cell(idx, a, 'scaling_slope_init')} "
+                   f"{amp[2]} full-weight; LoRA scaling slope at init {cell(idx, a, 'scaling_slope_init')} "
                    f"(predicted {predicted_slope(a)} for alpha_mode={a.alpha_mode}). "
                    f"Beyond scaling: {_verdict(idx, a)}{crude}.")
     return out + [""]
-
-
-def _slope_rows(st: list[dict], fields: list[str]) -> list[list]:
-    """The scaling-slope table: per arm, one row per seed and one for the mean over seeds."""
-    cells: dict[tuple, dict[str, str]] = {}
-    for r in st:
-        if r["statistic"].startswith("scaling_slope"):
-            arm = Arm(*(r[f] for f in Arm._fields))
-            ci = _interval(r["ci_low"], r["ci_high"])
-            cells.setdefault((arm, r["seed"]), {})[r["statistic"]] = _fmt(r["value"]) + ("" if ci == "n/a" else f" {ci}")
-    arm_order = list(dict.fromkeys(a for a, _ in cells))
-    order = sorted(cells, key=lambda k: (arm_order.index(k[0]), k[1] == "mean"))
-    return [[*_labels(arm, fields), seed, predicted_slope(arm),
-             *[cells[(arm, seed)].get(s, "n/a") for s in ("scaling_slope_init", "scaling_slope",
-                                                          "scaling_slope_full_weight_init", "scaling_slope_full_weight")]]
-            for arm, seed in order]
 
 
 WANDB_PANELS = """\
@@ -162,13 +129,13 @@ def landscapes(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
     if not rows:
         return out + [f"n/a: algorithms {', '.join(trained)}, but no uniform arms with gradient records that "
                       "differ only in the algorithm.", ""]
-    top = f"top-30% share ({_top_label({j.grads.num_layers for a in rows for j in arms[a] if j.grads})})"
+    top = f"top-30% share ({top_label({j.grads.num_layers for a in rows for j in arms[a] if j.grads})})"
     out.append(md_table(["model", "task", "budget", "alpha mode", "r", "algorithm", "max/min", top, "Gini",
                          "early-late r", "attention share", "FFN share"],
                         [[*_labels(a, ["model", "task", "budget", "alpha_mode", "r", "algorithm"]),
-                          _cell(idx, a, "max_min_ratio"), _cell(idx, a, "top30_share"), _cell(idx, a, "gini"),
-                          _cell(idx, a, "early_late_pearson"), _cell(idx, a, "share_attention", "modules"),
-                          _cell(idx, a, "share_ffn", "modules")] for a in rows]))
+                          cell(idx, a, "max_min_ratio"), cell(idx, a, "top30_share"), cell(idx, a, "gini"),
+                          cell(idx, a, "early_late_pearson"), cell(idx, a, "share_attention", "modules"),
+                          cell(idx, a, "share_ffn", "modules")] for a in rows]))
     return out
 
 
@@ -177,7 +144,7 @@ def table1_section(t1: list[dict], fields: list[str]) -> list[str]:
     well-formed fraction beside it, the per-run intervals, and the jobs found."""
     labels = [f.replace("_", " ") for f in fields]
 
-    def interval_cell(r: dict) -> str:
+    def intervalcell(r: dict) -> str:
         mean = _fmt(r["accuracy_mean"], 4) if r["accuracy_mean"] != "" else "n/a"
         if r["accuracy_ci95_low"] == "n/a":
             return f"{mean} n/a"
@@ -193,14 +160,14 @@ def table1_section(t1: list[dict], fields: list[str]) -> list[str]:
         [*labels, "ranks", "trainable params", "accuracy per seed", "mean [95% interval]",
          "tagged / any / well-formed", "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n",
          "ok/failed/missing"],
-        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"], interval_cell(r),
+        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"], intervalcell(r),
           f"{_fmt(r['accuracy_tagged_mean'])} / {_fmt(r['accuracy_any_mean'])} / {_fmt(r['well_formed_mean'])}",
           r["wilson_per_run"], r["normal_half_width_per_run"], r["n_questions"],
           f"{r['n_ok']}/{r['n_failed']}/{r['n_missing']}"] for r in t1]))
     return out
 
 
-def _null_cell(idx: dict, arm: Arm, statistic: str) -> tuple[str, str]:
+def _nullcell(idx: dict, arm: Arm, statistic: str) -> tuple[str, str]:
     """(the no-effect null as 'mean [2.5%, 97.5%]', the observed value's p against it), or n/a."""
     null = idx.get((*arm, "null", "all", statistic))
     p = idx.get((*arm, "pooled", "all", f"{statistic}_null_p"))
@@ -228,10 +195,10 @@ def rank_shift_section(arms: dict[Arm, list[Job]], idx: dict, fields: list[str])
             name = f"rank_shift_pearson{v}"
             if (*a, "pooled", "all", f"{name}_independent") not in idx:
                 continue
-            same_null, same_p = _null_cell(idx, a, name)
-            ind_null, ind_p = _null_cell(idx, a, f"{name}_independent")
-            rows.append([*_labels(a, fields), VIEW_NAMES[v], _cell(idx, a, name, seed="pooled"), same_null, same_p,
-                         _cell(idx, a, f"{name}_independent", seed="pooled"), ind_null, ind_p,
+            same_null, same_p = _nullcell(idx, a, name)
+            ind_null, ind_p = _nullcell(idx, a, f"{name}_independent")
+            rows.append([*_labels(a, fields), VIEW_NAMES[v], cell(idx, a, name, seed="pooled"), same_null, same_p,
+                         cell(idx, a, f"{name}_independent", seed="pooled"), ind_null, ind_p,
                          idx[(*a, "pooled", "all", f"{name}_independent")]["note"] or "n/a"])
     if not rows:
         return out + ["n/a: no gradient-aware arm with a uniform run independent of its rank source (it needs "
@@ -260,110 +227,83 @@ def paired_section(paired: list[dict], fields: list[str]) -> list[str]:
     return out
 
 
-def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict], st: list[dict],
-           paired: list[dict], early: float, late: float, wandb_line: str,
-           capacity_rows: list[dict] | None = None, reward_rows: list[dict] | None = None) -> str:
-    """report.md from the tables (tables.py, gradstats.py, capacity.py, rewards.py) and the jobs' statuses.
+@dataclass
+class ReportData:
+    """What report.md is written from: the jobs, what loading them noted, and every table computed."""
 
-    The sections added after the golden report (tests/golden/report_tables.json) come with
-    `capacity_rows` (capacity.capacity_rows, as build passes them): the capacity curve, the landscapes
-    by algorithm, the rank trajectories and their definitions. Without it report.md is the golden's.
-    The per-reward landscapes come with `reward_rows` (rewards.reward_rows, [] when no job has records)."""
-    added = capacity_rows is not None
-    arms = arms_of(jobs)
-    idx = _lookup(st)
-    n_ok = len(active(jobs))
-    fields = label_fields([Arm(*(r[f] for f in Arm._fields)) for r in t1] or list(arms))
-    labels = [f.replace("_", " ") for f in fields]
-    out = ["# grpo-rank report", ""]
-    out.append(f"Sweeps: {', '.join(f'`{s}`' for s in sweeps)}  ")
-    out.append(f"Generated {dt.datetime.now().isoformat(timespec='seconds')}; {len(jobs)} jobs found or expected, "
-               f"{n_ok} finished and used, {sum(j.status == 'failed' for j in jobs)} failed, "
-               f"{sum(j.status not in ('ok', 'failed') for j in jobs)} missing or unfinished.")
-    out.append("")
-    out += headline(arms, idx)
+    jobs: list[Job]
+    notes: list[str]
+    sweeps: list[Path]
+    t1: list[dict]
+    st: list[dict]
+    paired: list[dict]
+    capacity: list[dict]  # capacity.capacity_rows
+    rewards: list[dict]  # rewards.reward_rows, [] when no job recorded per-reward gradients
+    early: float = 0.25
+    late: float = 0.25
+    wandb_line: str = "W&B: skipped (--no-wandb)."
 
-    out += table1_section(t1, fields)
 
-    out += ["## Missing and failed jobs", ""]
-    bad = [j for j in jobs if j.status != "ok"]
+def render(data: ReportData) -> str:
+    """report.md: its sections in order, each a function of the data or of the View on it."""
+    v = View(arms_of(data.jobs), lookup(data.st),
+             label_fields([Arm(*(r[f] for f in Arm._fields)) for r in data.t1] or list(arms_of(data.jobs))),
+             data.st, data.early, data.late)
+    out = header(data)
+    out += headline(v.arms, v.idx)
+    out += table1_section(data.t1, v.fields)
+    out += missing(data, v.fields)
+    out += figures(data, v)
+    out += concentration(v) + amplification(v)
+    out += rank_shift_section(v.arms, v.idx, v.fields)
+    out += scaling_slopes(v) + module_shares(v)
+    out += landscapes(v.arms, v.idx)
+    out += rewards.section(v.arms, data.rewards, v.fields)
+    out += same_shape(v)
+    out += paired_section(data.paired, v.fields)
+    out += closing(data)
+    return "\n".join(out)
+
+
+def header(data: ReportData) -> list[str]:
+    jobs = data.jobs
+    return ["# grpo-rank report", "",
+            f"Sweeps: {', '.join(f'`{s}`' for s in data.sweeps)}  ",
+            f"Generated {dt.datetime.now().isoformat(timespec='seconds')}; {len(jobs)} jobs found or expected, "
+            f"{len(active(jobs))} finished and used, {sum(j.status == 'failed' for j in jobs)} failed, "
+            f"{sum(j.status not in ('ok', 'failed') for j in jobs)} missing or unfinished.", ""]
+
+
+def missing(data: ReportData, fields: list[str]) -> list[str]:
+    """The jobs that are not finished, with why, and what loading the records noted."""
+    out = ["## Missing and failed jobs", ""]
     axes = [f for f in fields if f in Arm._field_defaults]  # alpha mode, signal, algorithm, r where shown above
     out.append(md_table(["sweep", "job", "strategy", "budget", *[f.replace("_", " ") for f in axes], "seed", "status",
                          "detail"],
                         [[str(j.sweep), j.name, j.strategy, j.budget,
-                          *["" if (v := getattr(j, "r_uniform" if f == "r" else f)) is None else v for f in axes],
+                          *["" if (x := getattr(j, "r_uniform" if f == "r" else f)) is None else x for f in axes],
                           "" if j.seed is None else j.seed, j.status,
                           j.detail + (f" (superseded by {j.superseded_by})" if j.superseded_by else "")]
-                         for j in bad]))
-    if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+                         for j in data.jobs if j.status != "ok"]))
+    if data.notes:
+        out += ["Notes:", ""] + [f"- {n}" for n in data.notes] + [""]
+    return out
 
-    out += ["## Figures", "",
-            f"Figure 1, per-layer gradient share under uniform ranks (mean over seeds, min-max band): ![fig1]({FIG1})", "",
-            f"Figure 2, per-layer gradient share (raw LoRA norms), uniform vs each strategy, allocated ranks as bars: "
-            f"![fig2]({FIG2})", ""]
-    if added:
-        out += capacity.section(capacity_rows, fields) + trajectories.section(arms)
 
-    grad_arms = [a for a in arms if any(j.grads is not None for j in arms[a])]
-    top = f"top-30% share ({_top_label({j.grads.num_layers for a in grad_arms for j in arms[a] if j.grads})})"
-    out += ["## Layer-importance concentration and stability", "",
-            f"Training-phase gradients; mean over seeds [95% t-interval]. Early/late windows: first {early:g} "
-            f"and last {late:g} of the steps.", ""]
-    out.append(md_table([*labels, "max/min", top, "Gini", "CV", "early-late r", "early-late rho"],
-                        [[*_labels(a, fields), _cell(idx, a, "max_min_ratio"), _cell(idx, a, "top30_share"),
-                          _cell(idx, a, "gini"), _cell(idx, a, "cv"), _cell(idx, a, "early_late_pearson"),
-                          _cell(idx, a, "early_late_spearman")] for a in grad_arms]))
+def figures(data: ReportData, v: View) -> list[str]:
+    return (["## Figures", "",
+             f"Figure 1, per-layer gradient share under uniform ranks (mean over seeds, min-max band): ![fig1]({FIG1})",
+             "",
+             f"Figure 2, per-layer gradient share (raw LoRA norms), uniform vs each strategy, allocated ranks as bars: "
+             f"![fig2]({FIG2})", ""]
+            + capacity.section(data.capacity, v.fields) + trajectories.section(v.arms))
 
-    amp_arms = [a for a in grad_arms if a.strategy not in ("none", "uniform")]
-    out += ["## Amplification: each strategy vs uniform", "",
-            "On raw LoRA norms (the study's), scaling-normalised norms, and the full-weight signal.", ""]
-    out.append(md_table([*labels, "view", "max/min ratio vs uniform", "CV ratio vs uniform",
-                         "rank-shift r (pooled; the study's definition) [seed bootstrap]",
-                         "rank-shift rho (pooled; the study's definition) [seed bootstrap]",
-                         "reference"],
-                        [[*_labels(a, fields), VIEW_NAMES[v], _cell(idx, a, f"amplification_max_min{v}"),
-                          _cell(idx, a, f"amplification_cv{v}"),
-                          _cell(idx, a, f"rank_shift_pearson{v}", seed="pooled"),
-                          _cell(idx, a, f"rank_shift_spearman{v}", seed="pooled"),
-                          (idx.get((*a, "pooled", "all", f"rank_shift_pearson{v}")) or {}).get("note", "n/a")]
-                         for a in amp_arms for v in VIEWS
-                         if v == "" or (*a, "mean", "all", f"amplification_max_min{v}") in idx]))
 
-    out += rank_shift_section(arms, idx, fields)
-
-    out += ["## Scaling slope: module gradient norm against rank", "",
-            "Log-log slope of each module's gradient norm against its rank, vs the same-seed uniform run: per "
-            "seed with its OLS 95% t-interval across layers, and the mean over seeds [t-interval]. Predicted at "
-            "init: fixed -1/2, rslora 0, per_rank +1/2 on LoRA norms; 0 on the full-weight signal.", ""]
-    out.append(md_table([*labels, "seed", "predicted (LoRA)", "LoRA at init", "LoRA over training",
-                         "full-weight at init", "full-weight over training"], _slope_rows(st, fields)))
-
-    out += ["## Module-level gradient shares", ""]
-    mods = [m for m in PROJECTIONS if any((*a, "mean", "modules", f"share_{m}") in idx for a in grad_arms)]
-    out.append(md_table([*labels, "attention", "FFN", *mods],
-                        [[*_labels(a, fields), _cell(idx, a, "share_attention", "modules"),
-                          _cell(idx, a, "share_ffn", "modules"),
-                          *[_cell(idx, a, f"share_{m}", "modules") for m in mods]] for a in grad_arms]))
-    if added:
-        out += landscapes(arms, idx)
-    if reward_rows is not None:
-        out += rewards.section(arms, reward_rows, fields)
-
-    out += ["## Same-shape modules: each projection type alone", "",
-            "The statistics above restricted to one projection type, whose shape is the same in every layer, "
-            "on scaling-normalised norms (a uniform run's raw norms).", ""]
-    out.append(md_table([*labels, "projection", "max/min", top, "Gini"],
-                        [[*_labels(a, fields), m, _cell(idx, a, "max_min_ratio", m), _cell(idx, a, "top30_share", m),
-                          _cell(idx, a, "gini", m)]
-                         for a in grad_arms for m in mods if (*a, "mean", m, "gini") in idx]))
-
-    out += paired_section(paired, fields)
-
-    out += ["## Definitions", "", DEFINITIONS.format(early=f"{early:g}", late=f"{late:g}")
-            + (ADDED_DEFINITIONS if added else "") + (REWARD_DEFINITIONS if reward_rows else ""),
-            "## Which W&B panels to open", "", WANDB_PANELS, "## W&B", "", wandb_line, "",
+def closing(data: ReportData) -> list[str]:
+    """The definitions of every number above, where to look in W&B, and the files written."""
+    return ["## Definitions", "", DEFINITIONS.format(early=f"{data.early:g}", late=f"{data.late:g}")
+            + ADDED_DEFINITIONS + (REWARD_DEFINITIONS if data.rewards else ""),
+            "## Which W&B panels to open", "", WANDB_PANELS, "## W&B", "", data.wandb_line, "",
             "Files: `table1.csv`, `runs.csv` (every job), `stats.csv` (long form: per seed, `mean` with "
-            "t-interval, `pooled` with seed bootstrap), `paired.csv`" + (", `capacity.csv`" if added else "")
-            + (f", `{rewards.REWARDS_CSV}`" if reward_rows else "") + ".", ""]
-    return "\n".join(out)
+            "t-interval, `pooled` with seed bootstrap), `paired.csv`, `capacity.csv`"
+            + (f", `{rewards.REWARDS_CSV}`" if data.rewards else "") + ".", ""]
