@@ -59,6 +59,8 @@ TINY_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 DTYPES = {"auto": "bf16 on a GPU that supports it, else fp32", "float32": "fp32", "bfloat16": "bf16",
           "float16": "fp16"}
 VLLM_MODES = {"colocate": "vLLM in the training process", "server": "a separate trl vllm-serve"}  # TRL's vllm_mode
+EVAL_BACKENDS = {"hf": "transformers generate, the adapter merged (evaluate.py)",
+                 "vllm": "vLLM with the adapter as a LoRA request (vllm_eval.py; GPU and vllm only)"}
 TRACKING_MODES = {"auto": "online when an API key is found, else offline", "online": "W&B server",
                   "offline": "files under the job folder", "disabled": "no W&B"}
 
@@ -183,8 +185,9 @@ class GRPOSettings:
 
 @dataclass
 class ProfileSettings:
-    # uniform-rank GRPO steps whose gradients define the importance S(l)
-    steps: int = setting(3, JOB_ONLY, valid=at_least(0))
+    # uniform-rank GRPO steps whose gradients define the importance S(l); by default the training's length,
+    # so that a uniform job's training is the profile (training/profile.py) and is never computed twice
+    steps: int = setting("${grpo.steps}", JOB_ONLY, valid=at_least(0))
     # a finished job folder whose recorded gradients serve as the importance profile
     from_run: str | None = setting(None, JOB_ONLY)
     # computed profiles, shared by every job (and Slurm node) that needs the same one; a relative path
@@ -210,6 +213,10 @@ class EvalSettings:
     # what counts as correct (evaluate.SCORING): `tagged` is the study's correctness reward; `any` also
     # takes an untagged final number, for a model that never learnt the format (the demo)
     scoring: str = setting("any", JOB_ONLY, valid=OneOf(lambda: list(SCORING), "scoring"))
+    # what generates the replies: transformers (the adapter merged for it) or vLLM with the adapter as a LoRA
+    # request (GPU and vllm only); greedy either way, but near-ties may break differently, so it is part of
+    # a job's identity (left out at hf, the backend of every job recorded before the setting)
+    backend: str = setting("hf", JOB_ONLY, valid=OneOf(EVAL_BACKENDS, "evaluation backend"), omit_at="hf")
 
 
 @dataclass
@@ -335,6 +342,8 @@ def validate(cfg: RunConfig) -> None:
         _fail("profile.per_reward", True, f"the per-reward split is defined on GRPO's group-normalised "
               f"advantages, which algorithm={cfg.algorithm.name} does not train with",
               "use algorithm=grpo/dapo/dr_grpo/bnpo, or profile.per_reward=false")
+    if cfg.eval.backend == "vllm":
+        check_vllm_eval(cfg)
     needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
     if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
         _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
@@ -345,6 +354,16 @@ def validate(cfg: RunConfig) -> None:
     if needs_profile and cfg.dry_run and cfg.profile.from_run is None:
         _fail("profile.from_run", None, f"dry_run trains nothing, so it cannot profile for strategy={cfg.strategy.name}",
               "pass profile.from_run=<a finished job dir> or use strategy=uniform/random")
+
+
+def check_vllm_eval(cfg: RunConfig) -> None:
+    """What vLLM cannot evaluate, whatever the machine (preflight checks the GPU and the package)."""
+    if cfg.model.source == "tiny":
+        _fail("eval.backend", "vllm", "vLLM loads a model from a folder and the tiny model is built in-process",
+              "use eval.backend=hf with model=tiny")
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        _fail("eval.backend", "vllm", f"strategy={cfg.strategy.name} trains an AdaLoRA adapter, which vLLM "
+              "does not load", "use eval.backend=hf")
 
 
 def check_adalora(cfg: RunConfig) -> None:

@@ -69,3 +69,4 @@ def _resolve(sweep_dir, overrides) -> str:
 
 if not OmegaConf.has_resolver(RESOLVER):
     OmegaConf.register_new_resolver(RESOLVER, _resolve)
+
