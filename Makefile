@@ -35,7 +35,7 @@ run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=propor
 	$(PY) -m grpo_rank.run $(ARGS)
 
 test: setup ## lint (ruff) and the default test suite (what CI runs)
-	$(PY) -m ruff check grpo_rank tests benchmarks
+	$(PY) -m ruff check grpo_rank tests benchmarks hydra_plugins
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the sweep on Slurm, 2-process jobs (local-slurm.sh start first)

@@ -1,45 +1,41 @@
-"""Benchmarks, printed as ratios measured in one run (speed drifts ~50% between runs here, so only
-ratios taken side by side mean anything):
+"""The training step benchmark: where a GRPO step's time goes, with the full-weight signal on and off,
+against a plain TRL + PEFT step, measured side by side in one run (speed drifts ~50% between runs on a
+shared machine, so only ratios taken in the same run mean anything).
 
-1. profiler overhead: time spent in the profiler's callbacks / the GRPO step time (target <= 1%);
-2. a grpo-rank training step / a plain TRL GRPOTrainer + PEFT step with the same settings, same seed,
-   hence the same generations (target <= 1.03x).
+Three arms, interleaved per repeat so that drift hits them alike, same settings and seed (hence the same
+generations): `plain` (TRL GRPOTrainer + PEFT as a user would script it, the trainer clips), `off`
+(grpo-rank's train() with profile.full_weight=false), `on` (profile.full_weight=true). Printed: every
+stage's share of the step per arm (stages.py), and the targets with their measured ratios:
 
-    python -m benchmarks.bench_step                       # SmolLM2-135M, the default demo settings (~6 min)
-    python -m benchmarks.bench_step model=tiny steps=3    # seconds, for a smoke check
+    full-weight hooks <= 10% of an `on` step; `off` step <= 1.05x a `plain` step; profiler <= 1% of a step
+
+    python -m benchmarks.bench_step                       # SmolLM2-135M, the demo settings
+    python -m benchmarks.bench_step model=tiny steps=3    # seconds, a smoke check
     make bench ARGS="repeats=3"
 
-Arguments are `key=value`: any config override (as for grpo_rank.run) plus steps=N and repeats=N.
+Arguments are `key=value`: any config override (as for grpo_rank.run) plus steps=N (per arm and repeat; the
+first of each is dropped as warm-up) and repeats=N.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from peft import LoraConfig
-from transformers import TrainerCallback, set_seed
+from transformers import set_seed
 from trl import GRPOTrainer
 
+from benchmarks.stages import STAGES, StageClock, median_fractions
 from grpo_rank.config.schema import to_typed, validate
 from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split, prompt_dataset
 from grpo_rank.training.train import grpo_args, reward_functions, train
 
-
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.t0, self.times = None, []
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.t0 = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self.t0)
+ARMS = ("plain", "off", "on")
+TARGETS = {"hooks": 0.10, "off_vs_plain": 1.05, "profiler": 0.01}
 
 
 def _compose(overrides: list[str]):
@@ -50,28 +46,63 @@ def _compose(overrides: list[str]):
     return cfg
 
 
-def plain_trl_step_times(cfg, model, tok, data, steps: int, out: Path) -> list[float]:
+def plain_trl(cfg, model, tok, data, steps: int, out: Path, clock: StageClock) -> None:
     """The reference: TRL + PEFT as a user would script it, no grpo-rank code in the loop."""
     args = grpo_args(cfg, out, steps)
     args.max_grad_norm = cfg.grpo.max_grad_norm  # the trainer clips, as usual
-    timer = StepTimer()
     set_seed(cfg.seed)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(cfg.grpo), args=args,
                           train_dataset=data, processing_class=tok,
                           peft_config=LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                                                  lora_dropout=cfg.lora.dropout,
                                                  target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"),
-                          callbacks=[timer])
+                          callbacks=[clock])
     trainer.train()
-    return timer.times
 
 
-def ours_step_times(cfg, model, tok, data, steps: int, out: Path) -> tuple[list[float], float]:
-    """The real pipeline's train(); the profiler times its own handlers."""
-    timer = StepTimer()
+def ours(cfg, model, tok, data, steps: int, out: Path, clock: StageClock) -> None:
+    """The real pipeline's train()."""
     ranks = [cfg.lora.r] * model.config.num_hidden_layers
-    result = train(model, tok, data, ranks, cfg, phase="train", steps=steps, job_dir=out, callbacks=[timer])
-    return timer.times, result.profiler_seconds
+    train(model, tok, data, ranks, cfg, phase="train", steps=steps, job_dir=out, callbacks=[clock])
+
+
+def run_arms(overrides: list[str], steps: int, repeats: int) -> tuple[dict[str, list[dict]], str]:
+    cfgs = {"plain": _compose(overrides), "off": _compose([*overrides, "profile.full_weight=false"]),
+            "on": _compose([*overrides, "profile.full_weight=true"])}
+    base = cfgs["plain"]
+    data = prompt_dataset(load_split(base.task, "train"), base.task.system_prompt, base.task.few_shot)
+    rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(repeats):
+            for arm in ARMS:
+                cfg = cfgs[arm]
+                model, tok = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+                out = Path(tmp) / f"{arm}{rep}"
+                out.mkdir()
+                print(f"[bench] repeat {rep + 1}/{repeats}: {arm}, {steps} steps", file=sys.stderr)
+                clock = StageClock()
+                with clock.installed():
+                    (plain_trl if arm == "plain" else ours)(cfg, model, tok, data, steps, out, clock)
+                rows[arm] += clock.steps[1:]  # the first step warms caches and allocators up
+    return rows, base.model.name
+
+
+def report(rows: dict[str, list[dict]], model: str, steps: int, repeats: int) -> None:
+    fractions, medians = {}, {}
+    for arm in ARMS:
+        fractions[arm], medians[arm] = median_fractions(rows[arm])
+    print(f"model={model} steps/arm={steps}x{repeats} (first step of each dropped); share of the step per stage:")
+    print(f"  {'stage':18s}" + "".join(f"{arm:>9s}" for arm in ARMS))
+    for stage in STAGES:
+        print(f"  {stage:18s}" + "".join(f"{fractions[arm][stage]:9.1%}" for arm in ARMS))
+    print(f"  {'median step (s)':18s}" + "".join(f"{medians[arm]:9.2f}" for arm in ARMS))
+    hooks = fractions["on"]["full-weight"]
+    ratio = medians["off"] / medians["plain"]
+    prof = max(fractions["off"]["profiler"], fractions["on"]["profiler"])
+    print(f"full-weight hooks: {hooks:.1%} of a step with the signal on (target <= {TARGETS['hooks']:.0%}); "
+          f"signal on / off step: {medians['on'] / medians['off']:.3f}x")
+    print(f"grpo-rank step, signal off / plain TRL+PEFT step: {ratio:.3f}x (target <= {TARGETS['off_vs_plain']}x)")
+    print(f"profiler callback: {prof:.3%} of a step (target <= {TARGETS['profiler']:.0%})")
 
 
 def main(argv: list[str]) -> None:
@@ -83,28 +114,8 @@ def main(argv: list[str]) -> None:
             opts[k] = int(v)
         else:
             overrides.append(a)
-    cfg = _compose(overrides)
-    data = prompt_dataset(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
-    ours, plain, prof_s, prof_steps = [], [], 0.0, 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(opts["repeats"]):  # interleaved, so drift hits both arms alike
-            for arm in ("plain", "ours"):
-                model, tok = models.load(cfg.model, cfg.cache_dir, cfg.seed)
-                out = Path(tmp) / f"{arm}{rep}"
-                out.mkdir()
-                print(f"[bench] repeat {rep + 1}/{opts['repeats']}: {arm}, {opts['steps']} steps", file=sys.stderr)
-                if arm == "plain":
-                    plain += plain_trl_step_times(cfg, model, tok, data, opts["steps"], out)[1:]  # drop warm-up
-                else:
-                    times, secs = ours_step_times(cfg, model, tok, data, opts["steps"], out)
-                    ours += times[1:]
-                    prof_s += secs
-                    prof_steps += len(times)
-    step = statistics.median(ours)
-    print(f"model={cfg.model.name} steps/arm={opts['steps']}x{opts['repeats']} (first step of each dropped)")
-    print(f"median step: grpo-rank {step:.3f}s, plain TRL+PEFT {statistics.median(plain):.3f}s")
-    print(f"profiler overhead: {prof_s / prof_steps / step:.4%} of a step  (target <= 1%)")
-    print(f"grpo-rank / plain TRL step time: {step / statistics.median(plain):.3f}x  (target <= 1.03x)")
+    rows, model = run_arms(overrides, opts["steps"], opts["repeats"])
+    report(rows, model, opts["steps"], opts["repeats"])
 
 
 if __name__ == "__main__":

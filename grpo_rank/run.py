@@ -30,14 +30,17 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grpo_rank.config.schema import RunConfig, to_typed, validate
 from grpo_rank.errors import InputError, one_line, run_cli, traceback_requested
-from grpo_rank.pipeline.preflight import preflight
+from grpo_rank.pipeline.preflight import fit_full_weight, preflight
 from grpo_rank.pipeline.tracking import identity, job_key
 from grpo_rank.runtime import threads
-from grpo_rank.sweep import naming  # importing naming registers the job-folder resolver conf/config.yaml uses
+from grpo_rank.sweep import (
+    naming,  # importing naming registers the job-folder resolver conf/config.yaml uses
+    order,  # noqa: F401 - registers the default launcher's jobs-at-once resolver
+)
 from grpo_rank.sweep.runlog import finished_detail, record, should_skip
 
 log = logging.getLogger("grpo_rank")
@@ -45,7 +48,8 @@ log = logging.getLogger("grpo_rank")
 
 def prepare(cfg: DictConfig, launch_dir: str | Path | None = None) -> RunConfig:
     """The composed config as a checked RunConfig: typed, cross-field rules, and every input that can be
-    checked before a model loads (data files, model paths, from_run folders, budgets). Raises InputError."""
+    checked before a model loads (data files, model paths, from_run folders, budgets); the full-weight signal
+    turned off (one line on stderr, and in `cfg`) where it would not fit the device. Raises InputError."""
     typed = to_typed(cfg)
     # a relative cache is the launch directory's, also for a job that Slurm starts elsewhere
     cache = Path(typed.profile.cache_dir)
@@ -53,6 +57,11 @@ def prepare(cfg: DictConfig, launch_dir: str | Path | None = None) -> RunConfig:
         typed.profile.cache_dir = str(Path(launch_dir) / cache)
     validate(typed)
     preflight(typed)
+    off = fit_full_weight(typed)
+    if off:  # the record's config says what ran
+        print(f"grpo-rank: {off}", file=sys.stderr)
+        with open_dict(cfg):
+            cfg.profile.full_weight = False
     return typed
 
 

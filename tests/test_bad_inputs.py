@@ -239,6 +239,11 @@ CASES: dict[str, Case] = {
                              "budget.fraction=1.5"),
     "reduced uniform under r_min": Case(("model=tiny", "budget=reduced70", "lora.r_min=8"), "budget.fraction=0.7"),
     "default model budget too small": Case(("strategy=random", "budget.fraction=0.2"), "on 30 layers"),
+    # evaluation with vLLM: what it cannot load, and (on this machine) no vllm or no GPU
+    "vllm eval of the tiny model": Case(("model=tiny", "eval.backend=vllm"), "eval.backend='vllm': vLLM loads a model"),
+    "vllm eval of adalora": Case(("strategy=adalora", "eval.backend=vllm"), "trains an AdaLoRA adapter"),
+    "vllm eval here": Case(("eval.backend=vllm",), "eval.backend=vllm "),
+    "unknown eval backend": Case(("eval.backend=sglang",), "eval.backend='sglang': unknown evaluation backend"),
 }
 
 

@@ -30,7 +30,8 @@ tomllib = pytest.importorskip("tomllib")
 def test_pyproject_lists_every_package_and_every_conf_folder():
     """The package list is written out (conf/ is mapped into the package), so a new folder must be added."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    code = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "grpo_rank").rglob("__init__.py")}
+    code = {".".join(p.parent.relative_to(ROOT).parts) for top in ("grpo_rank", "hydra_plugins")
+            for p in (ROOT / top).rglob("__init__.py")}
     conf = {".".join(("grpo_rank", *p.relative_to(ROOT).parts)) for p in [ROOT / "conf", *(ROOT / "conf").rglob("*")]
             if p.is_dir() and p.name != "__pycache__"}
     assert set(setuptools["packages"]) == code | conf

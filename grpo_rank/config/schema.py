@@ -60,6 +60,8 @@ TINY_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 DTYPES = {"auto": "bf16 on a GPU that supports it, else fp32", "float32": "fp32", "bfloat16": "bf16",
           "float16": "fp16"}
 VLLM_MODES = {"colocate": "vLLM in the training process", "server": "a separate trl vllm-serve"}  # TRL's vllm_mode
+EVAL_BACKENDS = {"hf": "transformers generate, the adapter merged (evaluate.py)",
+                 "vllm": "vLLM with the adapter as a LoRA request (vllm_eval.py; GPU and vllm only)"}
 TRACKING_MODES = {"auto": "online when an API key is found, else offline", "online": "W&B server",
                   "offline": "files under the job folder", "disabled": "no W&B"}
 
@@ -184,8 +186,9 @@ class GRPOSettings:
 
 @dataclass
 class ProfileSettings:
-    # uniform-rank GRPO steps whose gradients define the importance S(l)
-    steps: int = setting(3, JOB_ONLY, valid=at_least(0))
+    # uniform-rank GRPO steps whose gradients define the importance S(l); by default the training's length,
+    # so that a uniform job's training is the profile (training/profile.py) and is never computed twice
+    steps: int = setting("${grpo.steps}", JOB_ONLY, valid=at_least(0))
     # a finished job folder whose recorded gradients serve as the importance profile
     from_run: str | None = setting(None, JOB_ONLY)
     # computed profiles, shared by every job (and Slurm node) that needs the same one; a relative path
@@ -214,6 +217,10 @@ class EvalSettings:
     # what counts as correct (evaluate.SCORING): `tagged` is the study's correctness reward; `any` also
     # takes an untagged final number, for a model that never learnt the format (the demo)
     scoring: str = setting("any", JOB_ONLY, valid=OneOf(lambda: list(SCORING), "scoring"))
+    # what generates the replies: transformers (the adapter merged for it) or vLLM with the adapter as a LoRA
+    # request (GPU and vllm only); greedy either way, but near-ties may break differently, so it is part of
+    # a job's identity (left out at hf, the backend of every job recorded before the setting)
+    backend: str = setting("hf", JOB_ONLY, valid=OneOf(EVAL_BACKENDS, "evaluation backend"), omit_at="hf")
 
 
 @dataclass
@@ -361,6 +368,8 @@ def validate(cfg: RunConfig) -> None:
               f"advantages, which algorithm={cfg.algorithm.name} does not train with",
               "use algorithm=grpo/dapo/dr_grpo/bnpo, or profile.per_reward=false")
     check_per_reward(cfg, vllm=g.use_vllm is True)  # auto (null) is checked again once resolved (job.runtime_info)
+    if cfg.eval.backend == "vllm":
+        check_vllm_eval(cfg)
     needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
     if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
         _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
@@ -382,6 +391,16 @@ def check_per_reward(cfg: RunConfig, vllm: bool) -> None:
         _fail("profile.per_reward", True, f"with vLLM generation and lora.dropout={cfg.lora.dropout} TRL's clipped "
               "importance ratio makes the loss non-linear in the advantages, so the split cannot be exact",
               "set lora.dropout=0, or grpo.use_vllm=false, or profile.per_reward=false")
+
+
+def check_vllm_eval(cfg: RunConfig) -> None:
+    """What vLLM cannot evaluate, whatever the machine (preflight checks the GPU and the package)."""
+    if cfg.model.source == "tiny":
+        _fail("eval.backend", "vllm", "vLLM loads a model from a folder and the tiny model is built in-process",
+              "use eval.backend=hf with model=tiny")
+    if STRATEGIES[cfg.strategy.name].adaptive:
+        _fail("eval.backend", "vllm", f"strategy={cfg.strategy.name} trains an AdaLoRA adapter, which vLLM "
+              "does not load", "use eval.backend=hf")
 
 
 def check_adalora(cfg: RunConfig) -> None:

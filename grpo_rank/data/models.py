@@ -34,7 +34,7 @@ def gguf_folder(cfg: ModelConfig) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _gguf_cache(cfg: ModelConfig, cache_dir: Path) -> Path:
+def gguf_cache(cfg: ModelConfig, cache_dir: Path) -> Path:
     import transformers
 
     src = gguf_folder(cfg) / cfg.gguf_file
@@ -76,7 +76,7 @@ def _pretrained(folder: str | Path, dtype):
 
 
 def load_gguf_package(cfg: ModelConfig, cache_dir: Path, seed: int):
-    return _pretrained(_gguf_cache(cfg, cache_dir), torch_dtype(cfg.dtype))
+    return _pretrained(gguf_cache(cfg, cache_dir), torch_dtype(cfg.dtype))
 
 
 def load_hub(cfg: ModelConfig, cache_dir: Path, seed: int):
@@ -156,5 +156,5 @@ def hf_config(cfg: ModelConfig, cache_dir: str | Path):
     if cfg.source == "tiny":
         return tiny_hf_config(cfg, len(tiny_tokenizer(cfg.tiny.vocab_size)))
     if cfg.source == "gguf_package":
-        return AutoConfig.from_pretrained(_gguf_cache(cfg, Path(cache_dir)))
+        return AutoConfig.from_pretrained(gguf_cache(cfg, Path(cache_dir)))
     return AutoConfig.from_pretrained(cfg.path)

@@ -9,10 +9,18 @@ Decoding is explicit: every generation setting is passed (greedy, one beam, repe
 so a model's own generation_config (Qwen2.5-Instruct ships a repetition penalty and sampling
 settings) changes nothing, and the settings used are recorded with the result. Only the stop tokens
 are the model's. Scoring is the correctness reward's checker (`rewards.judge`).
+
+Speed, with the same replies: the LoRA adapter is merged into the base weights for the evaluation
+(`merged`: W + s B A computed once, instead of two more products per projection and token; the
+original weights are put back bit for bit after), and the prompts are generated in batches of similar
+length (sorted by token count, longest first), so a batch pads little; outcomes are written in question
+order. `eval.backend=vllm` generates with vLLM instead (vllm_eval.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -72,25 +80,71 @@ def generate(model, tokenizer, prompts: list[str], settings: dict) -> list[str]:
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def _lora_layers(model) -> list:
+    return [m for m in model.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")
+            and getattr(m, "active_adapters", None)]
+
+
+@contextmanager
+def merged(model) -> Iterator[None]:
+    """The model with its active LoRA adapters merged into the base weights, for generation only; on exit
+    every base weight is the original tensor again (bit for bit: kept, not recomputed by unmerging). A
+    model without LoRA layers is left as it is. Needs one more copy of the targeted weights meanwhile."""
+    layers = _lora_layers(model) if hasattr(model, "disable_adapter") else []  # a PeftModel's
+    if not layers:
+        yield
+        return
+    originals = []
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                weight = layer.get_base_layer().weight
+                delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
+                originals.append((weight, weight.data))
+                weight.data = weight.data + delta.to(weight.dtype)
+        with model.disable_adapter():  # the adapters' own products would now count twice
+            yield
+    finally:
+        for weight, data in originals:
+            weight.data = data
+
+
+def prompt_order(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of question indices, longest prompts first, so that each batch pads to a similar length."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# questions per second, also when it is below one (tqdm would otherwise flip to seconds per question)
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+
+
 def evaluate(model, tokenizer, examples: list[Example], system_prompt: str, *, batch_size: int,
-             max_new_tokens: int, few_shot: bool = True, scoring: str = "any", progress: bool = True) -> EvalResult:
+             max_new_tokens: int, few_shot: bool = True, scoring: str = "any", progress: bool = True,
+             merge: bool = True) -> EvalResult:
+    """Greedy replies to `examples`, scored; `merge=False` generates through the unmerged adapter."""
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     settings = generation_settings(model, tokenizer, max_new_tokens)
-    outcomes, correct, failures = [], 0, 0
-    bar = tqdm(total=len(examples), desc="eval", unit="q", disable=not progress)
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start:start + batch_size]
-        prompts = [tokenizer.apply_chat_template(messages(e.question, system_prompt, few_shot), tokenize=False,
-                                                 add_generation_prompt=True) for e in batch]
-        for i, (e, reply) in enumerate(zip(batch, generate(model, tokenizer, prompts, settings))):
-            row = outcome(start + i, e, reply, scoring)
-            correct += row["correct"]
-            failures += not row["parsed"]
-            outcomes.append(row)
-        bar.update(len(batch))
+    prompts = [tokenizer.apply_chat_template(messages(e.question, system_prompt, few_shot), tokenize=False,
+                                             add_generation_prompt=True) for e in examples]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    replies: list[str | None] = [None] * len(examples)
+    bar = tqdm(total=len(examples), desc="eval", unit="q", disable=not progress, bar_format=BAR_FORMAT)
+    with merged(model) if merge else nullcontext():
+        for batch in prompt_order(lengths, batch_size):
+            for i, reply in zip(batch, generate(model, tokenizer, [prompts[i] for i in batch], settings)):
+                replies[i] = reply
+            bar.update(len(batch))
     bar.close()
     if was_training:
         model.train()
-    return EvalResult(len(examples), correct, failures, outcomes, {**settings, "few_shot": few_shot, "scoring": scoring})
+    return score(examples, replies, scoring, {**settings, "few_shot": few_shot, "scoring": scoring})
+
+
+def score(examples: list[Example], replies: list[str], scoring: str, generation: dict) -> EvalResult:
+    """Every reply judged against its question's gold answer, in question order (`outcome`)."""
+    outcomes = [outcome(i, e, reply, scoring) for i, (e, reply) in enumerate(zip(examples, replies))]
+    return EvalResult(len(examples), sum(o["correct"] for o in outcomes), sum(not o["parsed"] for o in outcomes),
+                      outcomes, generation)

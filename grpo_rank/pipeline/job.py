@@ -33,6 +33,7 @@ from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split, prompt_dataset, solution_dataset
 from grpo_rank.errors import one_line
 from grpo_rank.evaluation.evaluate import evaluate
+from grpo_rank.evaluation.vllm_eval import evaluate_vllm
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.pipeline import hub, tracking
 from grpo_rank.record.files import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_records, write_jsonl
@@ -244,8 +245,11 @@ def evaluate_stage(cfg: RunConfig, model, tokenizer, job_dir: Path, sink, result
     """Greedy evaluation on the held-out split: the summary into the record, every question into OUTCOMES."""
     test = load_split(cfg.task, cfg.eval.split)
     test = test[: cfg.eval.n] if cfg.eval.n else test
-    ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
-                  max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot, scoring=cfg.eval.scoring)
+    if cfg.eval.backend == "vllm":
+        ev = evaluate_vllm(model, tokenizer, test, cfg)
+    else:
+        ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
+                      max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot, scoring=cfg.eval.scoring)
     result.eval = ev.summary(cfg.eval.split)
     write_jsonl(job_dir / OUTCOMES, ev.outcomes)
     metrics = {f"eval/{k}": v for k, v in asdict(result.eval).items()

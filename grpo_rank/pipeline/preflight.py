@@ -28,6 +28,8 @@ from grpo_rank.config.schema import RunConfig
 from grpo_rank.data.tasks import check_split
 from grpo_rank.errors import InputError
 from grpo_rank.profiling.cache import from_run
+from grpo_rank.runtime.device import visible_gpus
+from grpo_rank.runtime.memory import DTYPE_BYTES, USABLE, Dims, device_memory, signal_bytes, signal_fits
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -40,6 +42,12 @@ def preflight(cfg: RunConfig) -> None:
     if cfg.grpo.use_vllm and trains and importlib.util.find_spec("vllm") is None:
         raise InputError("grpo.use_vllm=true but vllm is not installed; pip install -e '.[vllm]' (GPU only) or "
                          "set grpo.use_vllm=null")
+    if cfg.eval.backend == "vllm" and not cfg.dry_run:
+        if importlib.util.find_spec("vllm") is None:
+            raise InputError("eval.backend=vllm but vllm is not installed; pip install -e '.[vllm]' (GPU only) "
+                             "or use eval.backend=hf")
+        if visible_gpus() == 0:
+            raise InputError("eval.backend=vllm needs a GPU and none is visible here; use eval.backend=hf")
 
 
 def check_data(cfg: RunConfig) -> None:
@@ -53,12 +61,23 @@ def check_data(cfg: RunConfig) -> None:
 
 def model_layers(cfg: RunConfig) -> int | None:
     """The model's number of layers, read without its weights; None where that needs a download."""
+    shape = model_shape(cfg)
+    layers = shape.get("num_hidden_layers") if shape else None
+    return layers if isinstance(layers, int) else None
+
+
+def model_shape(cfg: RunConfig) -> dict | None:
+    """The model's config.json keys that give its shape, read without its weights (a GGUF's from its header);
+    None where that needs a download."""
     m = cfg.model
     if m.source == "tiny":
-        return m.tiny.num_layers
+        t = m.tiny
+        return {"hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+                "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
+                "num_key_value_heads": t.num_kv_heads, "vocab_size": t.vocab_size, "tie_word_embeddings": True}
     if m.source == "hub":
-        return _hub_layers(m.path)
-    return _gguf_layers(m.path, m.gguf_package, m.gguf_file)
+        return _hub_config(m.path)
+    return _gguf_shape(m.path, m.gguf_package, m.gguf_file)
 
 
 def _looks_local(path: str) -> bool:
@@ -66,7 +85,7 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or "\\" in path
 
 
-def _hub_layers(path: str) -> int | None:
+def _hub_config(path: str) -> dict | None:
     folder = Path(path)
     if folder.exists() or _looks_local(path):
         if not folder.is_dir():
@@ -75,7 +94,7 @@ def _hub_layers(path: str) -> int | None:
         if not (folder / "config.json").is_file():
             raise InputError(f"model.path={path!r} has no config.json; point it at a folder saved by "
                              "save_pretrained (or downloaded from the hub)")
-        return _config_layers(folder / "config.json", "model.path")
+        return _read_config(folder / "config.json", "model.path")
     from huggingface_hub import try_to_load_from_cache  # a hub id: only the local cache is looked at
     from huggingface_hub.errors import HFValidationError
 
@@ -84,20 +103,19 @@ def _hub_layers(path: str) -> int | None:
     except HFValidationError:
         raise InputError(f"model.path={path!r} is neither a folder nor a hub id; give a folder or an id "
                          "such as Qwen/Qwen2.5-1.5B-Instruct") from None
-    return _config_layers(Path(cached), "model.path") if isinstance(cached, str) else None
+    return _read_config(Path(cached), "model.path") if isinstance(cached, str) else None
 
 
-def _config_layers(path: Path, field_name: str) -> int | None:
+def _read_config(path: Path, field_name: str) -> dict | None:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{field_name}: {path} is unreadable ({type(exc).__name__}); download the model "
                          "again") from None
-    layers = config.get("num_hidden_layers") if isinstance(config, dict) else None
-    return layers if isinstance(layers, int) else None
+    return config if isinstance(config, dict) else None
 
 
-def _gguf_layers(path: str | None, package: str | None, file: str) -> int:
+def _gguf_shape(path: str | None, package: str | None, file: str) -> dict:
     if path:
         folder = Path(path)
         if not folder.is_dir():
@@ -116,7 +134,7 @@ def _gguf_layers(path: str | None, package: str | None, file: str) -> int:
     if not gguf.is_file():
         raise InputError(f"model.gguf_file={file!r} is not in {folder} ({where}); name a .gguf file that is there")
     try:
-        return gguf_block_count(gguf)
+        return gguf_shape(gguf)
     except (OSError, ValueError, EOFError, struct.error) as exc:
         raise InputError(f"model.gguf_file={file!r}: {gguf} is not a readable GGUF file ({exc}); reinstall "
                          "the package or download the file again") from None
@@ -126,10 +144,20 @@ def _gguf_layers(path: str | None, package: str | None, file: str) -> int:
 _GGUF_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 _GGUF_MAX_STRING = 1 << 24  # chat templates are kilobytes
+# <arch>.<GGUF key> -> the config.json key it gives; the vocabulary's size is its token array's length
+_GGUF_KEYS = {"block_count": "num_hidden_layers", "embedding_length": "hidden_size",
+              "feed_forward_length": "intermediate_size", "attention.head_count": "num_attention_heads",
+              "attention.head_count_kv": "num_key_value_heads"}
+_GGUF_VOCAB = "tokenizer.ggml.tokens"
 
 
 def gguf_block_count(path: Path) -> int:
-    """The layer count from a GGUF file's metadata header (`<arch>.block_count`): the header alone, in
+    """The layer count from a GGUF file's metadata header (`<arch>.block_count`)."""
+    return gguf_shape(path)["num_hidden_layers"]
+
+
+def gguf_shape(path: Path) -> dict:
+    """The model's shape (config.json's keys) from a GGUF file's metadata header: the header alone, in
     milliseconds, where the gguf package's reader parses all 49k vocabulary strings (~3 s)."""
     with open(path, "rb") as f:
         def read(fmt: str):
@@ -148,14 +176,14 @@ def gguf_block_count(path: Path) -> int:
         def value(kind: int):
             if kind == _GGUF_STRING:
                 return string()
-            if kind == _GGUF_ARRAY:  # arrays (the vocabulary, its scores) are skipped, not kept
+            if kind == _GGUF_ARRAY:  # arrays are skipped: their length is kept
                 inner, count = read("I"), read("Q")
                 if inner in _GGUF_SCALAR:
                     f.seek(count * struct.calcsize(_GGUF_SCALAR[inner]), 1)
                 else:
                     for _ in range(count):
                         value(inner)
-                return None
+                return count
             if kind not in _GGUF_SCALAR:
                 raise ValueError(f"unknown metadata type {kind}")
             return read(_GGUF_SCALAR[kind])
@@ -166,16 +194,25 @@ def gguf_block_count(path: Path) -> int:
         if version < 2:
             raise ValueError(f"GGUF version {version} predates 64-bit counts")
         read("Q")  # tensor count
-        arch, counts = None, {}
+        arch, found = None, {}
         for _ in range(read("Q")):
-            key, val = string(), value(read("I"))
+            key, kind = string(), read("I")
+            if key == _GGUF_VOCAB and kind == _GGUF_ARRAY:
+                read("I")
+                found[key] = read("Q")  # its length; the strings themselves are not needed
+                if arch and all(f"{arch}.{k}" in found for k in _GGUF_KEYS):
+                    break  # everything comes before the vocabulary's strings, the bulk of the header
+                raise ValueError("the vocabulary comes before the model's shape in its header")
+            found[key] = value(kind)
             if key == "general.architecture":
-                arch = val
-            elif key.endswith(".block_count"):
-                counts[key] = val
-            if arch is not None and f"{arch}.block_count" in counts:
-                return int(counts[f"{arch}.block_count"])
-    raise ValueError("its header names no <architecture>.block_count")
+                arch = found[key]
+    if arch is None or f"{arch}.block_count" not in found:
+        raise ValueError("its header names no <architecture>.block_count")
+    shape = {ours: int(found[f"{arch}.{key}"]) for key, ours in _GGUF_KEYS.items() if f"{arch}.{key}" in found}
+    if _GGUF_VOCAB in found:
+        shape["vocab_size"] = int(found[_GGUF_VOCAB])
+    shape["tie_word_embeddings"] = True  # tensor names are not metadata: the head is counted once (a lower bound)
+    return shape
 
 
 def check_adalora_start(cfg: RunConfig, num_layers: int, total: int) -> None:
@@ -214,3 +251,34 @@ def check_budget(cfg: RunConfig, num_layers: int | None) -> None:
             f"{num_layers} layers) cannot give every layer a rank in [lora.r_min={lo.r_min}, "
             f"lora.r_max={lo.r_max}]; use a fraction in about [{low:.2f}, {high:.2f}] or widen the bounds"
         ) from None
+
+
+def full_weight_fits(cfg: RunConfig, shape: dict | None, gpus: int, memory: int | None) -> str | None:
+    """None when `profile.full_weight` may stay as it is; else why it would not fit this device, in one line
+    (runtime/memory.py: the weights plus the signal's extra memory over USABLE of the device's)."""
+    strategy = STRATEGIES[cfg.strategy.name]
+    if not cfg.profile.full_weight or cfg.dry_run or not (strategy.trains or strategy.needs_profile) or not shape:
+        return None
+    dims = Dims.of(shape)
+    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if gpus else "float32")
+    buffered = cfg.grpo.grad_accum > 1 or cfg.distributed.processes > 1
+    weights = dims.params() * DTYPE_BYTES[dtype]
+    extra = signal_bytes(dims, cfg.lora.target_modules, dtype, buffered)
+    if signal_fits(weights, extra, memory):
+        return None
+    return (f"the full-weight signal needs {extra / 2**30:.1f} GiB beside {weights / 2**30:.1f} GiB of {dtype} "
+            f"weights, over {USABLE:.0%} of this {'GPU' if gpus else 'machine'}'s {memory / 2**30:.1f} GiB")
+
+
+def fit_full_weight(cfg: RunConfig) -> str | None:
+    """Turns `profile.full_weight` off where it would not fit the device the job trains on, and returns the
+    one line saying so (None when it stays on). Raises InputError when `profile.signal=full_weight` needs it."""
+    gpus = visible_gpus()
+    why = full_weight_fits(cfg, model_shape(cfg), gpus, device_memory(gpus))
+    if why is None:
+        return None
+    if cfg.profile.signal == "full_weight":
+        raise InputError(f"profile.signal=full_weight: {why}; use profile.signal=lora, fewer micro-batches "
+                         "(grpo.grad_accum=1) or a device with more memory")
+    cfg.profile.full_weight = False
+    return f"profile.full_weight=false: {why}; the job runs without it (set it false yourself to silence this)"

@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 # modules that only read records or time things: editing them changes no job's result
 READ_ONLY = ("analysis", "sweep", "report.py", "status.py", "cli.py", "__main__.py")
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate")
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "vllm")
 
 
 @functools.cache

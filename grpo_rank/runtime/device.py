@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from grpo_rank.errors import InputError
 
@@ -64,3 +66,21 @@ def runtime(dtype_setting: str, vllm_setting: bool | None) -> dict:
     caps = capabilities()
     return {"device": caps.device, "dtype": f"torch.{dtype_name(dtype_setting, caps)}",
             "vllm": use_vllm(vllm_setting, caps)}
+
+
+def visible_gpus(env: dict | None = None, driver: Path = Path("/proc/driver/nvidia/gpus")) -> int:
+    """NVIDIA GPUs this process may use, without importing torch: the driver's list, narrowed by
+    CUDA_VISIBLE_DEVICES when it is set."""
+    env = os.environ if env is None else env
+    present = len(list(driver.iterdir())) if driver.is_dir() else 0
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    named = [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    return min(present, len(named))
+
+
+def local_jobs(cores: int, gpus: int) -> int:
+    """How many jobs of a sweep run side by side on this machine (conf/hydra/launcher/local.yaml): one with a
+    GPU (two would share its memory) or on one core, else two, each on half the cores."""
+    return 1 if gpus > 0 or cores < 2 else 2

@@ -118,3 +118,4 @@ def _resolve(sweep_dir, overrides, _root_) -> str:
 
 if not OmegaConf.has_resolver(RESOLVER):
     OmegaConf.register_new_resolver(RESOLVER, _resolve)
+

@@ -11,11 +11,8 @@ Norms are computed on the device in one batched call (`torch._foreach_norm`) and
 copy happens once per step, not once per parameter.
 
 With `full_weight=True` the same rows also hold ||dL/dW|| of every targeted frozen projection W
-(matrix "W"): the rank- and alpha-independent signal of `profile.signal=full_weight`. W stays frozen
-and out of the optimizer: a forward hook on each LoRA layer keeps its input X and hooks the output's
-gradient G = dL/dy (y = W x + LoRA(x), so dL/d(Wx) = dL/dy), and dL/dW = G^T X is summed over the
-micro-batches of the step. Cost: one more (tokens x out x in) matmul per projection and micro-batch,
-and a float32 buffer the size of the targeted weights.
+(matrix "W"): the rank- and alpha-independent signal of `profile.signal=full_weight`, computed by
+fullweight.FullWeightGrads (how, and what it costs, is said there).
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +30,7 @@ from grpo_rank.allocation.importance import step_norms
 from grpo_rank.allocation.lora import MODULE_RE
 from grpo_rank.record.files import GRAD_COLUMNS
 from grpo_rank.runtime import distributed
+from grpo_rank.training.fullweight import FullWeightGrads
 
 # LoRA's A and B are Linear modules (`.weight`); AdaLoRA's are bare parameters of a ParameterDict
 PARAM_RE = re.compile(r"^(.*)\.lora_([AB])\.default(?:\.weight)?$")
@@ -70,63 +67,6 @@ def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter], list[
         meta.append(Adapter(int(where.group(1)), where.group(2), m.group(2), int(lora_layer.r["default"]),
                             scaling, m.group(1).removeprefix("base_model.model.")))
     return params, meta, owners
-
-
-class FullWeightGrads:
-    """dL/dW of the frozen base weight under every LoRA layer, accumulated over a step's micro-batches."""
-
-    def __init__(self):
-        self.layers: list = []
-        self.sums: dict[int, torch.Tensor] = {}
-        self.handles: list = []
-        self.enabled = True  # off while passes that are not the step's run (reward_split's extra passes)
-
-    @contextmanager
-    def paused(self):
-        self.enabled = False
-        try:
-            yield
-        finally:
-            self.enabled = True
-
-    def attach(self, lora_layers: list) -> None:
-        self.layers = lora_layers
-        for i, module in enumerate(lora_layers):
-            self.handles.append(module.register_forward_hook(self._forward_hook(i)))
-
-    def _forward_hook(self, i: int):
-        def hook(module, inputs, output):
-            # no graph (generation, evaluation, a checkpointed layer's no-grad pass): nothing flows back
-            if not (self.enabled and torch.is_grad_enabled() and isinstance(output, torch.Tensor)
-                    and output.requires_grad):
-                return
-            x = inputs[0]
-            output.register_hook(lambda g: self._accumulate(i, x, g))
-        return hook
-
-    def _accumulate(self, i: int, x: torch.Tensor, g: torch.Tensor) -> None:
-        grad_w = g.reshape(-1, g.shape[-1]).T.float() @ x.reshape(-1, x.shape[-1]).float()
-        if i in self.sums:
-            self.sums[i].add_(grad_w)
-        else:
-            self.sums[i] = grad_w
-
-    def norms(self, like: torch.Tensor) -> torch.Tensor:
-        """This step's ||dL/dW|| per layer in attach order (0 where no gradient flowed); resets the sums."""
-        w = [self.sums.get(i) for i in range(len(self.layers))]
-        out = torch.zeros(len(w), dtype=torch.float32, device=like.device)
-        have = [i for i, t in enumerate(w) if t is not None]
-        # each rank's dL/dW is of its own micro-batch; DDP averages the LoRA gradients, this does the same
-        distributed.all_mean_([w[i] for i in have])
-        if have:
-            out[have] = torch.stack(torch._foreach_norm([w[i] for i in have])).float().to(like.device)
-        self.sums.clear()
-        return out
-
-    def detach(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
 
 
 class GradNormProfiler(TrainerCallback):
@@ -170,6 +110,9 @@ class GradNormProfiler(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not self.params and model is not None:
             self.attach(model)
+        if self.full_weight is not None:
+            # one backward per optimizer step in one process: each norm is taken in the backward, no buffer
+            self.full_weight.buffered = args.gradient_accumulation_steps > 1 or distributed.world_size() > 1
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         t = time.perf_counter()
