@@ -794,3 +794,23 @@ def test_records_and_unstarted_jobs_say_their_alpha_mode(tmp_path):
     rp.build([sweep], tmp_path / "out", use_wandb=False, progress=False)
     rows = {r["alpha_mode"]: (r["n_ok"], r["n_missing"]) for r in read_csv(tmp_path / "out" / "table1.csv")}
     assert rows == {"fixed": ("2", "0"), "rslora": ("1", "1"), "per_rank": ("1", "1")}
+
+
+def test_expected_jobs_follow_the_default_ordered_sweeper(tmp_path):
+    """The default sweeper launches profile readers last: the report and the status expect the jobs in that
+    order (the job numbers Hydra gives them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.grpo_rank_sweeper.ordered import OrderedSweeper
+
+    args = ["strategy=proportional,uniform,random", "seed=0,1"]
+    cfg = {"hydra": {"sweeper": {"_target_": "hydra_plugins.grpo_rank_sweeper.ordered.OrderedSweeper",
+                                 "params": None}, "overrides": {"task": args}}}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(cfg))
+    expected, why = rp.expected_jobs(tmp_path)
+    assert why == ""
+    launched = OrderedSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
+    from grpo_rank.sweep.layout import parse_overrides
+
+    assert [e["overrides"] for e in expected] == [parse_overrides(job) for job in launched]
+    assert [e["overrides"]["strategy"] for e in expected][-2:] == ["proportional", "proportional"]

@@ -62,13 +62,18 @@ def expand_args(args: list[str]) -> Expansion:
 
 
 def expand(sweep_dir: str | Path) -> Expansion:
-    """The jobs of `<sweep>/multirun.yaml`. Raises when it is missing, unreadable, or written by another
-    sweeper than Hydra's basic one (whose jobs this cannot know)."""
+    """The jobs of `<sweep>/multirun.yaml`, in launch order. Raises when it is missing, unreadable, or written
+    by another sweeper than Hydra's basic one or grpo-rank's ordered one (whose jobs this cannot know)."""
     multirun = read_yaml(Path(sweep_dir) / MULTIRUN) or {}
     target = str(((multirun.get("hydra") or {}).get("sweeper") or {}).get("_target_", ""))
-    if target and not target.endswith("BasicSweeper"):
-        raise ValueError(f"sweeper {target} is not Hydra's basic sweeper")
-    return expand_args(sweep_args(multirun))
+    if target and not target.endswith(("BasicSweeper", "OrderedSweeper")):
+        raise ValueError(f"sweeper {target} is neither Hydra's basic sweeper nor grpo-rank's ordered one")
+    found = expand_args(sweep_args(multirun))
+    if target.endswith("OrderedSweeper"):  # the default (conf/hydra/sweeper/ordered.yaml): profile readers last
+        from grpo_rank.sweep.order import profile_readers_last
+
+        found.jobs = profile_readers_last(found.jobs)
+    return found
 
 
 def is_job_folder(path: Path) -> bool:

@@ -19,18 +19,15 @@ from omegaconf import OmegaConf
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.runtime.device import local_jobs, visible_gpus
 from grpo_rank.runtime.threads import available_cores
+from grpo_rank.sweep.layout import parse_overrides
 
 LOCAL_JOBS = "grpo_rank_local_jobs"  # conf/hydra/launcher/local.yaml's n_jobs
 
 
 def reads_profile(job: list[str]) -> bool:
     """Whether a job (its overrides) names a strategy that allocates from a profile."""
-    for item in job:
-        key, _, value = item.partition("=")
-        if key.lstrip("+~") == "strategy":
-            strategy = STRATEGIES.get(value)
-            return bool(strategy and strategy.needs_profile)
-    return False
+    strategy = STRATEGIES.get(parse_overrides(job).get("strategy", ""))
+    return bool(strategy and strategy.needs_profile)
 
 
 def profile_readers_last(jobs: list[list[str]]) -> list[list[str]]:
