@@ -25,6 +25,7 @@ from peft import LoraConfig
 from transformers import TrainerCallback, set_seed
 from trl import GRPOTrainer
 
+from grpo_rank.allocation import lora
 from grpo_rank.config.schema import to_typed, validate
 from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split, prompt_dataset
@@ -69,7 +70,7 @@ def plain_trl_step_times(cfg, model, tok, data, steps: int, out: Path) -> list[f
 def ours_step_times(cfg, model, tok, data, steps: int, out: Path) -> tuple[list[float], float]:
     """The real pipeline's train(); the profiler times its own handlers."""
     timer = StepTimer()
-    ranks = [cfg.lora.r] * model.config.num_hidden_layers
+    ranks = [cfg.lora.r] * lora.num_layers(lora.sites_for(model, cfg.lora))
     result = train(model, tok, data, ranks, cfg, phase="train", steps=steps, job_dir=out, callbacks=[timer])
     return timer.times, result.profiler_seconds
 

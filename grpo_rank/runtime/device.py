@@ -64,3 +64,17 @@ def runtime(dtype_setting: str, vllm_setting: bool | None) -> dict:
     caps = capabilities()
     return {"device": caps.device, "dtype": f"torch.{dtype_name(dtype_setting, caps)}",
             "vllm": use_vllm(vllm_setting, caps)}
+
+
+GPU_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def check_gpu_settings(quantization: str | None, attn_implementation: str | None,
+                       caps: Capabilities | None = None) -> None:
+    """Model settings that need a GPU (checked before a training run loads weights; a dry run plans them anywhere)."""
+    caps = caps or capabilities()
+    if quantization and not caps.cuda:
+        raise InputError(f"model.quantization={quantization} (QLoRA, bitsandbytes) needs a GPU; set "
+                         "model.quantization=null on CPU, or dry_run=true to plan it")
+    if attn_implementation in GPU_ATTENTION and not caps.cuda:
+        raise InputError(f"model.attn_implementation={attn_implementation} needs a GPU; use sdpa or eager on CPU")
