@@ -29,6 +29,7 @@ from transformers import set_seed
 from trl import GRPOTrainer
 
 from benchmarks.stages import STAGES, StageClock, median_fractions
+from grpo_rank.allocation import lora
 from grpo_rank.config.schema import to_typed, validate
 from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split, prompt_dataset
@@ -62,7 +63,7 @@ def plain_trl(cfg, model, tok, data, steps: int, out: Path, clock: StageClock) -
 
 def ours(cfg, model, tok, data, steps: int, out: Path, clock: StageClock) -> None:
     """The real pipeline's train()."""
-    ranks = [cfg.lora.r] * model.config.num_hidden_layers
+    ranks = [cfg.lora.r] * lora.num_layers(lora.sites_for(model, cfg.lora))
     train(model, tok, data, ranks, cfg, phase="train", steps=steps, job_dir=out, callbacks=[clock])
 
 

@@ -71,16 +71,26 @@ def expected_values(group: str, option: str) -> dict[str, object]:
 
 
 def _resolved(want: dict, cfg) -> dict:
-    """An interpolation `${key}` in a YAML is expected to compose to that key's value."""
-    return {k: _get(cfg, v[2:-1]) if isinstance(v, str) and v.startswith("${") and v.endswith("}") else v
-            for k, v in want.items()}
+    """An interpolation `${key}` in a YAML is expected to compose to that key's value; a resolver's
+    (`${grpo_rank_model_name:${model.path}}`) to what it resolved to (its own test checks the value)."""
+    def expect(k, v):
+        if not (isinstance(v, str) and v.startswith("${") and v.endswith("}")):
+            return v
+        return _get(cfg, k) if ":" in v else _get(cfg, v[2:-1])
+    return {k: expect(k, v) for k, v in want.items()}
+
+
+# what an option needs besides itself to validate: model=hf has no model to default to
+NEEDS = {("model", "hf"): ("model.path=Qwen/Qwen3-0.6B",)}
 
 
 @pytest.mark.parametrize("group, option", OPTIONS)
 def test_every_option_composes_to_its_yaml_and_validates(group, option):
     want = expected_values(group, option)
     assert want, f"{group}/{option}.yaml sets nothing"
-    cfg = typed(f"{group}={option}")
+    needs = NEEDS.get((group, option), ())
+    cfg = typed(f"{group}={option}", *needs)
+    want.update((o.split("=")[0], o.split("=", 1)[1]) for o in needs)
     got = {key: _get(cfg, key) for key in want}
     assert got == _resolved(want, cfg)
     validate(cfg)
@@ -178,7 +188,9 @@ def test_wrong_type_fails_at_compose(override):
     (["lora.dropout=1.5"], "lora.dropout=1.5: must be in [0, 1)"),
     (["grpo.learning_rate=-1"], "grpo.learning_rate=-1.0: must be > 0; e.g. grpo.learning_rate=5e-05"),
     (["eval.split=tset"], "eval.split='tset': task arithmetic has no such split; use one of train, test"),
-    (["lora.target_modules=[qproj]"], "lora.target_modules=['qproj']: unknown projection"),
+    (["lora.target_modules=[q-proj]"], "lora.target_modules=['q-proj']: not a module name or dotted path tail"),
+    (["lora.target_modules=[all-linear,q_proj]"], "lora.target_modules=['all-linear', 'q_proj']: all-linear already"),
+    (["model.attn_implementation=fast"], "model.attn_implementation='fast': unknown attention; use one of eager"),
     (["budget.fraction=0"], "budget.fraction=0.0: must be > 0"),
     (["strategy=proportional", "dry_run=true"], "profile.from_run=None: dry_run trains nothing"),
     (["task=gsm8k", "task.hub_id=null"], "task.path=None: gsm8k needs local files or a hub id"),
@@ -230,6 +242,10 @@ OLD_PROFILE_DROPS = {"lora.r_min", "lora.r_max", "lora.multiple", "grpo.logging_
 NEW_FIELDS_WITHOUT_RESULT = {"threads", "profile.per_reward_tolerance", "hub"}
 # added later, left out at the value every earlier result had (omit_at): distributed.processes=1, eval.backend=hf
 NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed", "eval.backend"}
+# likewise, with any causal LM: model.revision=null, trust_remote_code=false, attn_implementation=null,
+# quantization=null, and the default lora.layer_pattern
+NEW_MODEL_FIELDS = {"model.revision", "model.trust_remote_code", "model.attn_implementation", "model.quantization",
+                    "lora.layer_pattern"}
 
 
 def _drop(d: dict, dotted: set[str]) -> dict:
@@ -248,8 +264,8 @@ def test_result_payloads_make_the_old_decisions(overrides):
     cfg = typed(*overrides)
     full = dataclasses.asdict(cfg)
     assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT
-                                               | NEW_FIELDS_AT_OMITTED_DEFAULT)
-    old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS)
+                                               | NEW_FIELDS_AT_OMITTED_DEFAULT | NEW_MODEL_FIELDS)
+    old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS | NEW_MODEL_FIELDS)
     # added after e72c1ca: whether the frozen weights' gradients are recorded changes a profile's records
     old_profile["profile"] = {"full_weight": cfg.profile.full_weight, "per_reward": cfg.profile.per_reward}
     # added with the algorithm axis: the objective changes a profile's gradients
@@ -276,6 +292,12 @@ def test_result_payloads_make_the_old_decisions(overrides):
     ("seed=3", True, True),
     ("rewards=binary", True, True),
     ("task.train_size=64", True, True),
+    ("model.revision=v2", True, True),
+    ("model.trust_remote_code=true", True, True),
+    ("model.attn_implementation=eager", True, True),
+    ("model.quantization=4bit", True, True),
+    (r"lora.layer_pattern='(?:^|\.)h\.(\d+)\.'", True, True),
+    ("lora.target_modules=[all-linear]", True, True),
 ])
 def test_result_payload_keeps_what_changes_a_result(override, job, profile):
     base, changed = typed(), typed(override)

@@ -7,6 +7,7 @@ at initialisation, on one fixed batch and the same base weights for every model 
 
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
@@ -24,6 +25,12 @@ MODES = ["fixed", "rslora", "per_rank"]
 ALPHA = 16.0
 # 12 layers, ranks 4..64 in multiples of 4, shuffled over depth so rank is not confounded with layer
 PLAN = [4, 64, 8, 48, 12, 32, 16, 56, 24, 40, 20, 36]
+
+
+@functools.cache
+def sites() -> list[lora.Site]:
+    """Where LoRA goes on the tiny model: the same for every model built here."""
+    return lora.find_sites(models.load(CFG, "/nonexistent", seed=0)[0], ALL7)
 
 
 def batch(seed: int) -> torch.Tensor:
@@ -56,7 +63,7 @@ def one_step(profiler: GradNormProfiler, model, *batches: torch.Tensor, step: in
 
 def profile(model, *batches: torch.Tensor, full_weight: bool = True) -> dict[str, np.ndarray]:
     """The columnar records of one step on `batches` (one micro-batch each)."""
-    profiler = GradNormProfiler("profile", full_weight=full_weight)
+    profiler = GradNormProfiler("profile", sites(), full_weight=full_weight)
     profiler.attach(model)
     one_step(profiler, model, *batches)
     return profiler.columns()
@@ -102,7 +109,7 @@ def test_full_weight_signal_is_autograds_dL_dW_whatever_the_rank_and_alpha():
     expected = autograd_w_norms(ids)
     assert (expected > 0).all()
     base, _ = models.load(CFG, "/nonexistent", seed=0)
-    pristine = {name: m.weight for name, m in base.named_modules() if lora.MODULE_RE.search(name)}
+    pristine = {s.name: base.get_submodule(s.name).weight for s in sites()}
     for ranks, mode in [([4] * 12, "fixed"), (PLAN, "fixed"), (PLAN, "rslora"), (PLAN, "per_rank")]:
         model = peft_model(ranks, mode)
         cols = profile(model, ids)
@@ -189,7 +196,7 @@ def test_full_weight_sums_micro_batches_resets_each_step_and_stops_at_train_end(
     model = peft_model(PLAN)
     hooks = lambda: sum(len(layer._forward_hooks) for layer in lora_layers(model).values())  # noqa: E731
     before = hooks()
-    profiler = GradNormProfiler("profile", full_weight=True)
+    profiler = GradNormProfiler("profile", sites(), full_weight=True)
     profiler.attach(model)
     assert hooks() == before + 12 * 7
     one_step(profiler, model, ids1, ids2, step=0)

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from grpo_rank.allocation import lora
+from grpo_rank.allocation.allocate import lora_param_count, projection_shapes
 from grpo_rank.config.schema import LoraSettings, ModelConfig, TinyModelConfig
 from grpo_rank.data import models
 from tests.conftest import typed
@@ -40,7 +41,7 @@ def test_built_ranks_equal_the_plan_on_tiny(tiny):
     built = lora.built_ranks(peft_model)
     for s in sites:
         assert built[s.name] == ranks[s.layer], s.name
-    planned = lora.planned_params(model.config, ranks, ALL7)
+    planned = lora.planned_params(sites, ranks)
     assert lora.verify(peft_model, sites, ranks, planned) == planned
     peft_model.unload()
 
@@ -58,22 +59,41 @@ def test_a_loose_regex_key_is_caught():
     built = lora.built_ranks(peft_model)
     assert built["model.layers.11.self_attn.q_proj"] == 16  # the silent collision, as PEFT does it
     with pytest.raises(lora.LoraBuildError, match="layers.11.self_attn.q_proj: planned 8, built 16"):
-        lora.verify(peft_model, sites, ranks, lora.planned_params(model.config, ranks, ["q_proj"]))
+        lora.verify(peft_model, sites, ranks, lora.planned_params(sites, ranks))
 
 
-def test_rank_pattern_keys_are_escaped_full_paths(tiny):
+def test_rank_pattern_has_one_key_per_layer_that_peft_matches_to_that_layer_only(tiny):
+    """PEFT takes the first key whose `(.*\\.)?(key)$` matches: layer 1's key must not take layers 10 and 11."""
+    from peft.utils.other import get_pattern_key
+
     model, _ = tiny
-    sites = lora.find_sites(model, ["q_proj"])
+    sites = lora.find_sites(model, ALL7)
     cfg = lora.lora_config(sites, collision_plan(12), LoraSettings())
-    assert set(cfg.rank_pattern) == {re.escape(s.name) for s in sites}
+    assert list(cfg.rank_pattern) == [re.escape(f"model.layers.{i}") + r"(?:\..+)?" for i in range(12)]
+    assert list(cfg.rank_pattern.values()) == collision_plan(12)
+    for s in sites:
+        assert get_pattern_key(list(cfg.rank_pattern), s.name) == list(cfg.rank_pattern)[s.layer], s.name
+    key1 = list(cfg.rank_pattern)[1]
+    assert not any(re.match(rf"(.*\.)?({key1})$", f"model.layers.{i}.self_attn.q_proj") for i in (10, 11))
+
+
+def test_a_key_taken_by_another_layer_is_refused_before_peft_builds():
+    """lora_config checks the keys with PEFT's matcher: a stack nested in a layer's path would take its key."""
+    from grpo_rank.allocation.sites import Site
+
+    sites = [Site(0, "q", "layers.0.q", 4, 4, "layers.0"), Site(1, "q", "layers.0.x.layers.1.q", 4, 4, "layers.0.x.layers.1")]
+    with pytest.raises(lora.LoraBuildError, match="would take the key"):
+        lora.lora_config(sites, [4, 8], LoraSettings())
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_meta_build_on_tiny_arches(arch):
+    """PEFT's count equals the closed form from the config's dimensions (allocate.projection_shapes)."""
     cfg = ModelConfig(name="tiny", source="tiny", tiny=TinyModelConfig(arch=arch))
     hf = models.hf_config(cfg, "/nonexistent")
     ranks = collision_plan(hf.num_hidden_layers)
-    assert lora.meta_build(hf, ranks, LoraSettings()) == lora.planned_params(hf, ranks, ALL7)
+    shapes = projection_shapes(64, 128, 4, 2, 16, ALL7)
+    assert lora.meta_build(hf, ranks, LoraSettings()) == lora_param_count(shapes, ranks)
 
 
 def test_qwen2_5_1_5b_uniform_r32_is_36_929_536():

@@ -1,9 +1,14 @@
 """Build the PEFT LoRA config for a per-layer rank plan, and check what PEFT built against the plan.
 
-PEFT matches a `rank_pattern` key as the regex `(.*\\.)?(key)$` against module names, first match
-wins: a loose key like `layers.1.self_attn.q_proj` is fine, but `model.layers.1.*.q_proj` also hits
-layers 10-19, and a key that matches nothing silently leaves the default rank. So every targeted
-module gets its own key, the escaped full module path, and after building we compare every module's
+    sites = sites_for(model, cfg.lora)                 # where LoRA goes (sites.py), any causal LM
+    peft_model = get_peft_model(model, lora_config(sites, ranks, cfg.lora))
+    verify(peft_model, sites, ranks, planned_params(sites, ranks))   # LoraBuildError on any difference
+
+PEFT reads a `rank_pattern` key as the regex `(.*\\.)?(key)$` against each module path and takes the first
+key that matches: a loose key like `model.layers.1.*q_proj` also hits layers 10-19, and a key that matches
+nothing silently leaves the default rank. So each layer gets one key, its own path escaped and then only
+what lies below it (`model\\.layers\\.1(?:\\..+)?`, never layer 10), `lora_config` checks with PEFT's own
+matcher that every site's first matching key is its layer's, and after building we compare every module's
 rank and the trainable parameter count with the plan; any difference is an error.
 """
 
@@ -11,70 +16,92 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from grpo_rank.allocation.allocate import lora_param_count, projection_shapes
+from grpo_rank.allocation.sites import Site, SiteError, find_sites
 
 if TYPE_CHECKING:  # config/schema.py sits above allocation: it validates against allocate.STRATEGIES
     from grpo_rank.config.schema import LoraSettings
 
-MODULE_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_]+_proj)$")
+if TYPE_CHECKING:
+    from grpo_rank.config.schema import LoraSettings
 
 
 class LoraBuildError(RuntimeError):
     """PEFT built something other than the plan."""
 
 
-@dataclass(frozen=True)
-class Site:
-    layer: int
-    proj: str
-    name: str  # full module path in the base model, e.g. model.layers.1.self_attn.q_proj
+def sites_for(model, settings: LoraSettings) -> list[Site]:
+    return find_sites(model, settings.target_modules, settings.layer_pattern)
 
 
-def find_sites(model, targets: Sequence[str]) -> list[Site]:
-    """Every targeted projection of every decoder layer, in (layer, target order)."""
-    sites = []
-    for name, _ in model.named_modules():
-        m = MODULE_RE.search(name)
-        if m and m.group(2) in targets and "lora_" not in name and "base_layer" not in name:
-            sites.append(Site(int(m.group(1)), m.group(2), name))
-    order = {t: i for i, t in enumerate(targets)}
-    sites.sort(key=lambda s: (s.layer, order[s.proj]))
-    return sites
+def num_layers(sites: Sequence[Site]) -> int:
+    return max(s.layer for s in sites) + 1
 
 
-def num_layers(hf_config) -> int:
-    return int(hf_config.num_hidden_layers)
+def config_layers(hf_config) -> int:
+    """The layer count a config declares (GPT-2's n_layer too, through its attribute map; a multimodal
+    config's language model's)."""
+    return int(hf_config.get_text_config().num_hidden_layers)
 
 
-def shapes_from_config(hf_config, targets: Sequence[str]) -> dict[str, tuple[int, int]]:
-    heads = hf_config.num_attention_heads
-    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
-    return projection_shapes(hf_config.hidden_size, hf_config.intermediate_size, heads,
-                             getattr(hf_config, "num_key_value_heads", None) or heads, head_dim, targets)
+def planned_params(sites: Sequence[Site], ranks: Sequence[int]) -> int:
+    """r(l) * (in + out) for every targeted module, at its layer's rank."""
+    return sum(int(ranks[s.layer]) * s.per_rank for s in sites)
 
 
-def planned_params(hf_config, ranks: Sequence[int], targets: Sequence[str]) -> int:
-    return lora_param_count(shapes_from_config(hf_config, targets), ranks)
+def skeleton(hf_config, trust_remote_code: bool = False):
+    """The causal LM of `hf_config` on the meta device: every module and shape, no weights, no download."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "Unrecognized configuration class" not in str(exc):
+            raise
+        raise SiteError(f"{type(hf_config).__name__} (model_type {hf_config.model_type!r}) has no causal-LM class "
+                        "in transformers: grpo-rank trains decoder-only causal language models "
+                        "(AutoModelForCausalLM); pick one of those") from None
+
+
+def layer_keys(sites: Sequence[Site]) -> dict[int, str]:
+    """Each layer's rank_pattern key: the layer's path, escaped, and anything below it."""
+    return {s.layer: re.escape(s.block) + r"(?:\..+)?" for s in sites}
+
+
+def check_keys(keys: dict[int, str], sites: Sequence[Site]) -> None:
+    """With PEFT's own matcher (first key that matches wins), every site gets its own layer's key."""
+    from peft.utils.other import get_pattern_key
+
+    ordered = list(keys.values())
+    for s in sites:
+        got = get_pattern_key(ordered, s.name)
+        if got != keys[s.layer]:
+            raise LoraBuildError(f"rank_pattern: {s.name} (layer {s.layer}) would take the key {got!r}, "
+                                 f"not its layer's {keys[s.layer]!r}")
 
 
 def lora_config(sites: Sequence[Site], ranks: Sequence[int], settings: LoraSettings):
     from peft import LoraConfig
 
-    rank_pattern = {re.escape(s.name): int(ranks[s.layer]) for s in sites}
+    keys = layer_keys(sites)
+    check_keys(keys, sites)
+    rank_pattern = {key: int(ranks[layer]) for layer, key in keys.items()}
     alpha_pattern = {}
     if settings.alpha_mode == "per_rank":
-        alpha_pattern = {re.escape(s.name): settings.alpha * ranks[s.layer] / settings.r for s in sites}
+        alpha_pattern = {key: settings.alpha * ranks[layer] / settings.r for layer, key in keys.items()}
     return LoraConfig(
-        r=settings.r,  # never used: every targeted module has its own rank_pattern entry
+        r=settings.r,  # never used: every targeted module's layer has its own rank_pattern entry
         lora_alpha=settings.alpha,  # alpha_mode=fixed (PEFT's convention; the study states none): alpha/r moves with r
         lora_dropout=settings.dropout,
         target_modules=[s.name for s in sites],
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
         use_rslora=settings.alpha_mode == "rslora",
+        # GPT-2's Conv1D stores W as (in, out); PEFT sets this per module itself, with a warning for each
+        fan_in_fan_out=all(s.transposed for s in sites),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -115,15 +142,12 @@ def verify(peft_model, sites: Sequence[Site], ranks: Sequence[int], planned: int
     return n
 
 
-def meta_build(hf_config, ranks: Sequence[int], settings: LoraSettings) -> int:
+def meta_build(hf_config, ranks: Sequence[int], settings: LoraSettings, trust_remote_code: bool = False) -> int:
     """Build the LoRA model on the meta device (no weights, no download) and verify it; returns the
     trainable parameter count."""
-    import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config)
-    sites = find_sites(model, settings.target_modules)
+    model = skeleton(hf_config, trust_remote_code)
+    sites = sites_for(model, settings)
     peft_model = get_peft_model(model, lora_config(sites, ranks, settings))
-    return verify(peft_model, sites, ranks, planned_params(hf_config, ranks, settings.target_modules))
+    return verify(peft_model, sites, ranks, planned_params(sites, ranks))

@@ -22,6 +22,19 @@ from enum import Enum
 
 from omegaconf import MISSING
 
+from grpo_rank.errors import InputError
+
+
+class ConfigError(InputError):
+    """A bad setting, reported in one line that names the field and the fix."""
+
+    kind = "config error"
+
+
+def fail(field_name: str, value, problem: str, fix: str) -> None:
+    raise ConfigError(f"{field_name}={value!r}: {problem}; {fix}")
+
+
 JOB_AND_PROFILE = frozenset({"job", "profile"})  # the job's result and a uniform-rank profile's gradients
 JOB_ONLY = frozenset({"job"})  # the job's result, not the profile (the profile key adds its steps itself)
 NO_RESULT = frozenset()  # where results are kept or shown, how often to checkpoint
@@ -88,6 +101,7 @@ class OneOf:
 
     registry: Mapping | Callable[[], Iterable[str]] | type[Enum]
     what: str  # "strategy", "task", ...
+    optional: bool = False  # None passes too (it means "not set": the library's own default)
 
     def names(self) -> list[str]:
         reg = self.registry
@@ -96,10 +110,10 @@ class OneOf:
         return list(reg() if callable(reg) else reg)
 
     def problem(self, value) -> str | None:
-        return None if value in self.names() else f"unknown {self.what}"
+        return None if value in self.names() or (self.optional and value is None) else f"unknown {self.what}"
 
     def fix(self, name: str, default) -> str:
-        return f"use one of {', '.join(self.names())}"
+        return f"use one of {', '.join(self.names())}{' (or null)' if self.optional else ''}"
 
 
 class NonEmpty:

@@ -11,7 +11,7 @@ once which results it changes (`JOB_AND_PROFILE`, `JOB_ONLY`, `NO_RESULT`), and 
 "job" | "profile")` keeps exactly those, for the run identity and the profile cache key; `valid` is
 its own rule: a numeric range, or the keys of the registry the value picks from (allocate.STRATEGIES,
 algorithms.ALGORITHMS, tasks.TASKS, rewards.REWARDS, models.LOADERS) or a dict of choices in this module.
-Rules between fields are `validate`'s.
+Rules between fields are `validate`'s. The model part (`model.*`) and its rules are in model.py.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.allocation.importance import ALPHA_MODES, SIGNALS
+from grpo_rank.allocation.sites import ALL_LINEAR, LAYER_PATTERN
 from grpo_rank.config.fields import (
     JOB_ONLY,
     NO_RESULT,
+    ConfigError,
     NonEmpty,
     OneOf,
     Range,
@@ -39,9 +41,9 @@ from grpo_rank.config.fields import (
     payload,
     setting,
 )
-from grpo_rank.data.models import LOADERS
+from grpo_rank.config.fields import fail as _fail
+from grpo_rank.config.model import ModelConfig, TinyModelConfig, check_model  # noqa: F401 - re-exported
 from grpo_rank.data.tasks import TASKS
-from grpo_rank.errors import InputError
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.objective.answers import SCORING
 from grpo_rank.objective.rewards import REWARDS
@@ -49,16 +51,7 @@ from grpo_rank.objective.rewards import REWARDS
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ConfigError(InputError):
-    """A bad setting, reported in one line that names the field and the fix."""
-
-    kind = "config error"
-
-
 # Closed choices that have no registry of their own elsewhere: value -> what it means.
-TINY_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-DTYPES = {"auto": "bf16 on a GPU that supports it, else fp32", "float32": "fp32", "bfloat16": "bf16",
-          "float16": "fp16"}
 VLLM_MODES = {"colocate": "vLLM in the training process", "server": "a separate trl vllm-serve"}  # TRL's vllm_mode
 EVAL_BACKENDS = {"hf": "transformers generate, the adapter merged (evaluate.py)",
                  "vllm": "vLLM with the adapter as a LoRA request (vllm_eval.py; GPU and vllm only)"}
@@ -68,31 +61,6 @@ TRACKING_MODES = {"auto": "online when an API key is found, else offline", "onli
 
 NAME = NonEmpty()
 COUNT = at_least(1)
-
-
-@dataclass
-class TinyModelConfig:
-    # 12+ layers so that layer 1 and layers 10-19 coexist: the PEFT regex-key collision needs both.
-    arch: str = setting("llama", valid=OneOf(TINY_ARCHS, "architecture"))
-    num_layers: int = setting(12, valid=COUNT)
-    hidden_size: int = setting(64, valid=COUNT)
-    intermediate_size: int = setting(128, valid=COUNT)
-    num_heads: int = setting(4, valid=COUNT)
-    num_kv_heads: int = setting(2, valid=COUNT)
-    # size of the BPE tokenizer trained in-process; the 256 bytes and 3 special tokens come first
-    vocab_size: int = setting(512, valid=at_least(259))
-
-
-@dataclass
-class ModelConfig:
-    name: str = setting(MISSING, valid=NAME)
-    source: str = setting(MISSING, valid=OneOf(lambda: list(LOADERS), "model source"))
-    # hub id or local folder (source=hub); folder override for the GGUF (source=gguf_package)
-    path: str | None = setting(None)
-    gguf_package: str | None = setting(None)  # a pip package whose folder holds gguf_file
-    gguf_file: str | None = setting(None)
-    dtype: str = setting("auto", valid=OneOf(DTYPES, "dtype"))
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
 @dataclass
@@ -137,7 +105,10 @@ class LoraSettings:
     r: int = setting(8, valid=COUNT)  # the uniform rank; the budget is r * num_layers * budget.fraction
     alpha: float = setting(16.0, valid=above(0))
     dropout: float = setting(0.0, valid=Range(0, 1, hi_open=True))
+    # module names or dotted path tails PEFT targets in every layer (allocation/sites.py), or [all-linear]
     target_modules: list[str] = setting(factory=lambda: list(ALL_PROJECTIONS))
+    # where a module's layer number is in its path: the first group of this regex, searched in the path
+    layer_pattern: str = setting(LAYER_PATTERN, omit_at=LAYER_PATTERN)
     # the allocation bounds reach a profile only through its ranks
     r_min: int = setting(4, JOB_ONLY, valid=COUNT)
     r_max: int = setting(64, JOB_ONLY, valid=COUNT)
@@ -304,31 +275,13 @@ def to_typed(cfg: DictConfig) -> RunConfig:
         raise ConfigError(f"{key}: {reason}; set {key}=<value> (or pick a config group option)") from None
 
 
-def _fail(field_name: str, value, problem: str, fix: str) -> None:
-    raise ConfigError(f"{field_name}={value!r}: {problem}; {fix}")
-
-
 def validate(cfg: RunConfig) -> None:
     """Every field's own rule, then the rules between fields; before any model or data loads.
     Raises ConfigError (an InputError): one line naming the field and the fix."""
     for name, value, problem, fix in broken_fields(cfg):
         _fail(name, value, problem, fix)
-    m, t, lo, g = cfg.model, cfg.task, cfg.lora, cfg.grpo
-    if m.source == "hub" and not m.path:
-        _fail("model.path", m.path, "a hub model needs a hub id or local folder", "set model.path=<id or dir>")
-    if m.source == "gguf_package" and not m.gguf_file:
-        _fail("model.gguf_file", m.gguf_file, "a GGUF model needs its file name", "set model.gguf_file=<name>.gguf")
-    if m.source == "gguf_package" and not (m.gguf_package or m.path):
-        _fail("model.gguf_package", m.gguf_package, "a GGUF model needs the package or folder that holds it",
-              "set model.gguf_package=<pip package> or model.path=<folder>")
-    if m.source == "tiny":
-        tiny = m.tiny
-        if tiny.hidden_size % tiny.num_heads:
-            _fail("model.tiny.num_heads", tiny.num_heads, f"must divide model.tiny.hidden_size={tiny.hidden_size}",
-                  "e.g. model.tiny.num_heads=4")
-        if tiny.num_heads % tiny.num_kv_heads:
-            _fail("model.tiny.num_kv_heads", tiny.num_kv_heads, f"must divide model.tiny.num_heads={tiny.num_heads}",
-                  "e.g. model.tiny.num_kv_heads=2")
+    t, lo, g = cfg.task, cfg.lora, cfg.grpo
+    check_model(cfg.model)
     if t.name == "gsm8k" and not (t.path or t.hub_id):
         _fail("task.path", None, "gsm8k needs local files or a hub id", "set task.path=<dir with test.jsonl>")
     splits = TASKS[t.name].splits
@@ -340,13 +293,7 @@ def validate(cfg: RunConfig) -> None:
         if bound % lo.multiple:
             _fail(name, bound, f"must be a multiple of lora.multiple={lo.multiple}",
                   f"e.g. {name}={max(lo.multiple, bound - bound % lo.multiple)}")
-    if not lo.target_modules:
-        _fail("lora.target_modules", lo.target_modules, "is empty", "list at least one projection, e.g. [q_proj]")
-    unknown = [x for x in lo.target_modules if x not in ALL_PROJECTIONS]
-    if unknown:
-        _fail("lora.target_modules", unknown, "unknown projection", f"use names from {ALL_PROJECTIONS}")
-    if len(set(lo.target_modules)) != len(lo.target_modules):
-        _fail("lora.target_modules", lo.target_modules, "names a projection twice", "list each once")
+    check_targets(lo)
     processes = cfg.distributed.processes
     batch = g.per_device_batch_size * g.grad_accum * processes  # what TRL samples per generation round
     if batch % g.num_generations:
@@ -401,6 +348,31 @@ def check_vllm_eval(cfg: RunConfig) -> None:
     if STRATEGIES[cfg.strategy.name].adaptive:
         _fail("eval.backend", "vllm", f"strategy={cfg.strategy.name} trains an AdaLoRA adapter, which vLLM "
               "does not load", "use eval.backend=hf")
+
+
+MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+
+
+def check_targets(lo: LoraSettings) -> None:
+    names = lo.target_modules
+    if not names:
+        _fail("lora.target_modules", names, "is empty", "list at least one module name, e.g. [q_proj], or [all-linear]")
+    if ALL_LINEAR in names and len(names) > 1:
+        _fail("lora.target_modules", names, f"{ALL_LINEAR} already takes every linear layer", f"use [{ALL_LINEAR}] alone")
+    bad = [x for x in names if x != ALL_LINEAR and not MODULE_NAME.fullmatch(x)]
+    if bad:
+        _fail("lora.target_modules", bad, "not a module name or dotted path tail",
+              "use names such as q_proj or attn.c_proj (letters, digits, _ and dots), or [all-linear]")
+    if len(set(names)) != len(names):
+        _fail("lora.target_modules", names, "names a projection twice", "list each once")
+    try:
+        groups = re.compile(lo.layer_pattern).groups
+    except re.error as exc:
+        _fail("lora.layer_pattern", lo.layer_pattern, f"not a regular expression ({exc})",
+              f"e.g. lora.layer_pattern='{LAYER_PATTERN}'")
+    if groups < 1:
+        _fail("lora.layer_pattern", lo.layer_pattern, "has no group to read the layer number from",
+              r"put the number in the first group, e.g. '(?:^|\.)layers\.(\d+)\.'")
 
 
 def check_adalora(cfg: RunConfig) -> None:

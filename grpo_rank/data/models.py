@@ -1,5 +1,7 @@
 """Model loading, keyed by `model.source`: a GGUF shipped in a pip package (the offline default), a hub
-id or local folder, or a tiny randomly initialised model built in-process for tests.
+id or local folder (any causal LM: `model=hf model.path=...`, with its revision, remote code, attention
+kernel and QLoRA quantization passed to from_pretrained), or a tiny randomly initialised model of one of
+TINY_ARCHS built in-process for tests.
 
 The GGUF is de-quantised once (~25 s for SmolLM2-135M) and cached as safetensors under
 `cache_dir/models/`; later loads take ~3 s. The cache is written to a temporary folder and renamed,
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grpo_rank.record.files import atomic_dir, file_lock
+from grpo_rank.runtime import distributed
 from grpo_rank.runtime.device import torch_dtype
 
 if TYPE_CHECKING:  # config.py imports this module's LOADERS registry
@@ -67,20 +70,44 @@ def gguf_cache(cfg: ModelConfig, cache_dir: Path) -> Path:
     return target
 
 
-def _pretrained(folder: str | Path, dtype):
+def hub_args(cfg: ModelConfig) -> dict:
+    """What from_pretrained of a hub model's config, tokenizer and weights is told, besides the path."""
+    if cfg.source != "hub":
+        return {}
+    return {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+
+
+def quantization_args(cfg: ModelConfig) -> dict:
+    """QLoRA: the frozen base in bitsandbytes 4-bit NF4 (computed in model.dtype) or 8-bit, on this process's GPU."""
+    if not cfg.quantization:
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "4bit":
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch_dtype(cfg.dtype))
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    # quantized weights cannot be moved after loading: each process loads onto its own GPU
+    return {"quantization_config": quant, "device_map": {"": distributed.local_rank()}}
+
+
+def _pretrained(folder: str | Path, cfg: ModelConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(folder, **hub_args(cfg))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(cfg.dtype), **hub_args(cfg),
+                                                 attn_implementation=cfg.attn_implementation,
+                                                 **quantization_args(cfg))
     return model, tok
 
 
 def load_gguf_package(cfg: ModelConfig, cache_dir: Path, seed: int):
-    return _pretrained(gguf_cache(cfg, cache_dir), torch_dtype(cfg.dtype))
+    return _pretrained(gguf_cache(cfg, cache_dir), cfg)
 
 
 def load_hub(cfg: ModelConfig, cache_dir: Path, seed: int):
-    return _pretrained(cfg.path, torch_dtype(cfg.dtype))
+    return _pretrained(cfg.path, cfg)
 
 
 TINY_CHAT_TEMPLATE = (
@@ -112,14 +139,49 @@ def tiny_tokenizer(vocab_size: int):
     return fast
 
 
-def tiny_hf_config(cfg: ModelConfig, vocab_size: int):
-    from transformers import LlamaConfig, Qwen2Config
+def _llama_like(config_class: str, **extra):
+    """A builder for a decoder with Llama's config keys (and `extra` on top), e.g. Qwen2Config."""
+    def build(t, common: dict):
+        import transformers
 
-    t = cfg.tiny
-    common = dict(vocab_size=vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                  num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads,
-                  num_key_value_heads=t.num_kv_heads, max_position_embeddings=1024, tie_word_embeddings=True)
-    return (LlamaConfig if t.arch == "llama" else Qwen2Config)(**common)
+        return getattr(transformers, config_class)(
+            hidden_size=t.hidden_size, intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
+            num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads, **common,
+            **{k: (v(t) if callable(v) else v) for k, v in extra.items()})
+    return build
+
+
+def _gpt2(t, common: dict):
+    from transformers import GPT2Config
+
+    return GPT2Config(n_embd=t.hidden_size, n_inner=t.intermediate_size, n_layer=t.num_layers, n_head=t.num_heads,
+                      n_positions=common.pop("max_position_embeddings"), **common)
+
+
+def _head_dim(t) -> int:
+    return t.hidden_size // t.num_heads
+
+
+# model.tiny.arch -> its config builder (tiny settings, vocabulary/token ids/positions): one of each family the
+# site discovery has to handle; the MoE ones have 4 experts, 2 per token, experts as wide as the dense MLP
+TINY_ARCHS = {
+    "llama": _llama_like("LlamaConfig"),
+    "qwen2": _llama_like("Qwen2Config"),
+    "qwen3": _llama_like("Qwen3Config", head_dim=_head_dim),
+    "gemma2": _llama_like("Gemma2Config", head_dim=_head_dim, query_pre_attn_scalar=_head_dim),
+    "gemma3": _llama_like("Gemma3TextConfig", head_dim=_head_dim, query_pre_attn_scalar=_head_dim),
+    "phi3": _llama_like("Phi3Config"),  # fused qkv_proj and gate_up_proj
+    "gpt2": _gpt2,  # Conv1D layers under transformer.h.N
+    "qwen3_moe": _llama_like("Qwen3MoeConfig", head_dim=_head_dim, num_experts=4, num_experts_per_tok=2,
+                             moe_intermediate_size=lambda t: t.intermediate_size),
+    "mixtral": _llama_like("MixtralConfig", num_local_experts=4, num_experts_per_tok=2),
+}
+
+
+def tiny_hf_config(cfg: ModelConfig, tok):
+    common = dict(vocab_size=len(tok), max_position_embeddings=1024, tie_word_embeddings=True,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    return TINY_ARCHS[cfg.tiny.arch](cfg.tiny, common)
 
 
 def load_tiny(cfg: ModelConfig, cache_dir: Path, seed: int):
@@ -127,11 +189,10 @@ def load_tiny(cfg: ModelConfig, cache_dir: Path, seed: int):
     from transformers import AutoModelForCausalLM
 
     tok = tiny_tokenizer(cfg.tiny.vocab_size)
-    hf = tiny_hf_config(cfg, len(tok))
-    hf.pad_token_id, hf.eos_token_id, hf.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+    hf = tiny_hf_config(cfg, tok)
     with torch.random.fork_rng():  # the same seed gives the same weights, without touching global RNG
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(hf, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(hf, dtype=torch.float32, attn_implementation=cfg.attn_implementation)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     return model, tok
@@ -154,7 +215,7 @@ def hf_config(cfg: ModelConfig, cache_dir: str | Path):
     from transformers import AutoConfig
 
     if cfg.source == "tiny":
-        return tiny_hf_config(cfg, len(tiny_tokenizer(cfg.tiny.vocab_size)))
+        return tiny_hf_config(cfg, tiny_tokenizer(cfg.tiny.vocab_size))
     if cfg.source == "gguf_package":
         return AutoConfig.from_pretrained(gguf_cache(cfg, Path(cache_dir)))
-    return AutoConfig.from_pretrained(cfg.path)
+    return AutoConfig.from_pretrained(cfg.path, **hub_args(cfg))

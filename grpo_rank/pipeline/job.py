@@ -2,7 +2,9 @@
 
 Each stage lives in its own module and returns its typed part of the job record (result.py):
 
-    load      models.load, training_data          the model, tokenizer and data (prompts, or solutions for sft)
+    load      architecture (lora.sites_for),       where LoRA goes, from the model's skeleton (refused there
+              models.load, training_data          before any weights load); the model, tokenizer and data
+                                                  (prompts, or solutions for sft)
     profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
                                                   whose training is the profile publishes it (train)
     allocate  allocate.plan, train.planned_params per-layer ranks (Allocation) and Params
@@ -78,6 +80,17 @@ def training_data(cfg: RunConfig):
     return build(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
 
 
+def architecture(cfg: RunConfig) -> tuple[object, list[lora.Site]]:
+    """The model's config and, where the strategy trains LoRA, its sites, read off its skeleton on the meta
+    device: an architecture lora.target_modules gives no per-layer plan on is refused here (SiteError),
+    before any weights load."""
+    hf = models.hf_config(cfg.model, cfg.cache_dir)
+    strategy = STRATEGIES[cfg.strategy.name]
+    if not (strategy.trains or strategy.needs_profile):
+        return hf, []
+    return hf, lora.sites_for(lora.skeleton(hf, cfg.model.trust_remote_code), cfg.lora)
+
+
 def allocation_table(ranks, importance) -> str:
     lines = ["layer  rank  importance_share"]
     tot = sum(importance) if importance else 0.0
@@ -93,6 +106,7 @@ class Loaded:
     """What the load stage gives the others: the architecture, and for a real run the model and data."""
 
     hf: object  # the transformers config
+    sites: list  # where LoRA goes (lora.Site), [] for an arm that trains none
     n_layers: int
     model: object | None = None
     tokenizer: object | None = None
@@ -178,13 +192,16 @@ def open_job(cfg: RunConfig, job_dir: Path, resolved: dict | None, plan: ThreadP
 
 
 def load(cfg: RunConfig) -> Loaded:
-    """The architecture alone for a dry run, else the model, its tokenizer and the training data."""
+    """The architecture and where LoRA goes on it; for a real run also the model, its tokenizer and the
+    training data."""
+    hf, sites = architecture(cfg)
+    n_layers = lora.num_layers(sites) if sites else lora.config_layers(hf)
     if cfg.dry_run:
-        hf = models.hf_config(cfg.model, cfg.cache_dir)
-        return Loaded(hf=hf, n_layers=lora.num_layers(hf))
+        return Loaded(hf=hf, sites=sites, n_layers=n_layers)
+    device.check_gpu_settings(cfg.model.quantization, cfg.model.attn_implementation)
     log.info("loading model %s", cfg.model.name)
     model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
-    return Loaded(hf=model.config, n_layers=lora.num_layers(model.config), model=model, tokenizer=tokenizer,
+    return Loaded(hf=hf, sites=sites, n_layers=n_layers, model=model, tokenizer=tokenizer,
                   train_set=training_data(cfg))
 
 
@@ -207,7 +224,7 @@ def allocate_stage(cfg: RunConfig, loaded: Loaded, importance, result: JobResult
     result.allocation = plan(cfg.strategy.name, importance, r=cfg.lora.r, num_layers=loaded.n_layers,
                              fraction=cfg.budget.fraction, bounds=bounds, seed=cfg.seed)
     ranks = result.allocation.ranks
-    result.params = Params(planned=planned_params(cfg, loaded.hf, ranks), built=None)
+    result.params = Params(planned=planned_params(cfg, loaded.sites, ranks), built=None)
     if ranks:
         sink.table("allocation", ["layer", "rank", "importance"],
                    [[i, r, importance[i] if importance else None] for i, r in enumerate(ranks)])
@@ -231,8 +248,8 @@ def train_stage(cfg: RunConfig, loaded: Loaded, ranks: list[int], job_dir: Path,
     records.add(out.grads, out.reward_grads)
     result.params.built = out.built_params
     if STRATEGIES[cfg.strategy.name].adaptive:  # the ranks AdaLoRA ended on; the trajectory is in the records
-        result.adaptive = adalora.adaptive_info(out.model, cfg, loaded.hf, loaded.n_layers,
-                                                adalora.target_total(cfg, ranks))
+        result.adaptive = adalora.adaptive_info(out.model, cfg, loaded.sites,
+                                                adalora.target_total(loaded.sites, ranks))
     result.train = TrainInfo(steps=cfg.grpo.steps, nonzero_spread_fraction=out.nonzero_spread_fraction,
                              importance=layer_importance(out.grads, "train").tolist(),
                              importance_full_weight=_full_weight_importance(out.grads),
@@ -276,7 +293,7 @@ def _dry_run(cfg: RunConfig, result: JobResult, hf) -> JobResult:
     """The allocation and the exact trainable count (PEFT built on the meta device), nothing trained."""
     alloc = result.allocation
     if alloc.ranks and not STRATEGIES[cfg.strategy.name].adaptive:  # adalora's ranks are only known once trained
-        result.params.built = lora.meta_build(hf, alloc.ranks, cfg.lora)
+        result.params.built = lora.meta_build(hf, alloc.ranks, cfg.lora, cfg.model.trust_remote_code)
         print(allocation_table(alloc.ranks, alloc.importance))
     print(f"strategy={cfg.strategy.name} budget={cfg.budget.name} ({alloc.budget_total} of "
           f"{cfg.lora.r * alloc.num_layers} rank): {result.params.planned:,} trainable LoRA parameters")

@@ -7,12 +7,15 @@ In order: the data files the job reads (every row of a local GSM8K file, tasks.c
 model's files and its layer count (a tiny model's config, a local folder's config.json, the GGUF file's
 metadata header, or a hub model's config.json when it is in the local hub cache), the earlier job named
 by `profile.from_run` (a readable record and gradient records that make a uniform-rank profile of this
-model), and that the rank budget fits [r_min, r_max] on every layer (allocate.check_feasible).
+model), that the rank budget fits [r_min, r_max] on every layer (allocate.check_feasible), and that
+bitsandbytes is installed for `model.quantization`.
 
 Nothing here imports torch, transformers or datasets (run.py reports bad input before it pays for
 those imports). What cannot be known without them or a download is left to the stage that loads it:
-a hub model or dataset that is not in the local cache, and whether a GPU is there for
-`grpo.use_vllm=true` (device.use_vllm raises an InputError then).
+a hub model or dataset that is not in the local cache, whether a GPU is there for `grpo.use_vllm=true`,
+`model.quantization` or a flash attention kernel (device.use_vllm and device.check_gpu_settings raise an
+InputError then), and whether `lora.target_modules` gives a per-layer plan on this architecture (the job
+reads that off the model's skeleton before its weights load: allocation/sites.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,18 @@ def preflight(cfg: RunConfig) -> None:
                              "or use eval.backend=hf")
         if visible_gpus() == 0:
             raise InputError("eval.backend=vllm needs a GPU and none is visible here; use eval.backend=hf")
+    check_packages(cfg)
+
+
+def check_packages(cfg: RunConfig) -> None:
+    """The package a model setting needs where the run loads weights (a dry run plans without them); whether
+    there is a GPU for it is the job's first check (device.check_gpu_settings)."""
+    m = cfg.model
+    if cfg.dry_run:
+        return
+    if m.quantization and importlib.util.find_spec("bitsandbytes") is None:
+        raise InputError(f"model.quantization={m.quantization} needs bitsandbytes (and a GPU); pip install -e "
+                         "'.[qlora]', or set model.quantization=null")
 
 
 def check_data(cfg: RunConfig) -> None:
@@ -61,9 +76,13 @@ def check_data(cfg: RunConfig) -> None:
 
 def model_layers(cfg: RunConfig) -> int | None:
     """The model's number of layers, read without its weights; None where that needs a download."""
-    shape = model_shape(cfg)
-    layers = shape.get("num_hidden_layers") if shape else None
-    return layers if isinstance(layers, int) else None
+    shape = model_shape(cfg) or {}
+    # GPT-2 writes n_layer; a multimodal config keeps the language model's under text_config
+    for part in (shape, shape.get("text_config")):
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(part, dict) and isinstance(part.get(key), int):
+                return part[key]
+    return None
 
 
 def model_shape(cfg: RunConfig) -> dict | None:
@@ -76,7 +95,7 @@ def model_shape(cfg: RunConfig) -> dict | None:
                 "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
                 "num_key_value_heads": t.num_kv_heads, "vocab_size": t.vocab_size, "tie_word_embeddings": True}
     if m.source == "hub":
-        return _hub_config(m.path)
+        return _hub_config(m.path, m.revision)
     return _gguf_shape(m.path, m.gguf_package, m.gguf_file)
 
 
@@ -85,7 +104,7 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or "\\" in path
 
 
-def _hub_config(path: str) -> dict | None:
+def _hub_config(path: str, revision: str | None = None) -> dict | None:
     folder = Path(path)
     if folder.exists() or _looks_local(path):
         if not folder.is_dir():
@@ -99,7 +118,7 @@ def _hub_config(path: str) -> dict | None:
     from huggingface_hub.errors import HFValidationError
 
     try:
-        cached = try_to_load_from_cache(path, "config.json")
+        cached = try_to_load_from_cache(path, "config.json", revision=revision)
     except HFValidationError:
         raise InputError(f"model.path={path!r} is neither a folder nor a hub id; give a folder or an id "
                          "such as Qwen/Qwen2.5-1.5B-Instruct") from None

@@ -84,3 +84,17 @@ def local_jobs(cores: int, gpus: int) -> int:
     """How many jobs of a sweep run side by side on this machine (conf/hydra/launcher/local.yaml): one with a
     GPU (two would share its memory) or on one core, else two, each on half the cores."""
     return 1 if gpus > 0 or cores < 2 else 2
+
+
+GPU_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def check_gpu_settings(quantization: str | None, attn_implementation: str | None,
+                       caps: Capabilities | None = None) -> None:
+    """Model settings that need a GPU (checked before a training run loads weights; a dry run plans them anywhere)."""
+    caps = caps or capabilities()
+    if quantization and not caps.cuda:
+        raise InputError(f"model.quantization={quantization} (QLoRA, bitsandbytes) needs a GPU; set "
+                         "model.quantization=null on CPU, or dry_run=true to plan it")
+    if attn_implementation in GPU_ATTENTION and not caps.cuda:
+        raise InputError(f"model.attn_implementation={attn_implementation} needs a GPU; use sdpa or eager on CPU")

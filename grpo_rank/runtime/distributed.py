@@ -51,3 +51,8 @@ def all_mean_(tensors: list) -> None:
     for t in tensors:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t.div_(world_size())
+
+
+def local_rank() -> int:
+    """This process's index on its node (its GPU), from the launcher's LOCAL_RANK; 0 for a one-process job."""
+    return int(os.environ.get("LOCAL_RANK", 0)) if os.environ.get(WORKER_ENV) else 0

@@ -18,16 +18,16 @@ LoRA at a fixed rank. `AdaLoraSchedule` does both:
   with the step just taken (1-based, as the gradient records count steps). The mask it returns is kept
   by the callback while training and put into the adapter's config at the end (see `__init__`).
 
-Budget: every module starts at `adalora.init_r`; the final total rank over all modules is the arm's budget
-times the number of targeted projections, i.e. `lora.r` per module on average at the full budget (896
-per projection for the paper, 6,272 in all). PEFT derives that target from an integer `target_r`; we set
-the allocator's target to the exact total, so reduced budgets are met exactly too. The rank of a module
-at a step is the number of its triplets left unmasked by the last allocation; the gradient records'
-`rank` column carries it per step (the rank trajectory), and the job record's `adaptive` part the
-final ranks. Scaling is PEFT's alpha / init_r for every module whatever its current rank, so only
-`lora.alpha_mode=fixed` applies. PEFT computes B diag(E) A with E = 0 and A, B ~ N(0, 0.02^2) at
-initialisation, so the first step's A and B gradients are 0 (only E has one). The allocator's state
-(importance averages, mask) is saved with each checkpoint and restored on resume.
+Budget: every module starts at `adalora.init_r`; the final total rank over all modules is each layer's rank in
+the arm's budget on every targeted module of that layer (the sites, allocation/sites.py), i.e. `lora.r` per
+module on average at the full budget (896 per projection for the paper, 6,272 in all). PEFT derives that
+target from an integer `target_r`; we set the allocator's target to the exact total, so reduced budgets are
+met exactly too. The rank of a module at a step is the number of its triplets left unmasked by the last
+allocation; the gradient records' `rank` column carries it per step (the rank trajectory), and the job
+record's `adaptive` part the final ranks. Scaling is PEFT's alpha / init_r for every module whatever its
+current rank, so only `lora.alpha_mode=fixed` applies. PEFT computes B diag(E) A with E = 0 and A, B ~ N(0,
+0.02^2) at initialisation, so the first step's A and B gradients are 0 (only E has one). The allocator's
+state (importance averages, mask) is saved with each checkpoint and restored on resume.
 
 Budget rule: PEFT masks the starting total (init_r on every module) down to the target; a start that does
 not exceed the target leaves nothing to mask (torch.kthvalue with k = 0 mid-training), so config
@@ -44,8 +44,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from grpo_rank.allocation.allocate import lora_param_count
-from grpo_rank.allocation.lora import MODULE_RE, Site, shapes_from_config
+from grpo_rank.allocation.lora import Site
 from grpo_rank.config.schema import RunConfig
 from grpo_rank.record.result import AdaptiveInfo
 
@@ -64,9 +63,9 @@ def schedule(cfg: RunConfig, steps: int) -> tuple[int, int]:
     return int(a.warmup_fraction * steps), int(a.final_fraction * steps)
 
 
-def target_total(cfg: RunConfig, ranks: Sequence[int]) -> int:
-    """The budget the module ranks end on: the arm's per-layer ranks, on every targeted projection."""
-    return sum(ranks) * len(cfg.lora.target_modules)
+def target_total(sites: Sequence[Site], ranks: Sequence[int]) -> int:
+    """The budget the module ranks end on: the arm's per-layer ranks, on every targeted module of the layer."""
+    return sum(int(ranks[s.layer]) for s in sites)
 
 
 def adalora_config(sites: Sequence[Site], cfg: RunConfig, steps: int):
@@ -80,15 +79,14 @@ def adalora_config(sites: Sequence[Site], cfg: RunConfig, steps: int):
         tinit=tinit, tfinal=tfinal, deltaT=cfg.adalora.delta_t, total_step=steps,
         beta1=cfg.adalora.beta1, beta2=cfg.adalora.beta2, orth_reg_weight=cfg.adalora.orth_reg_weight,
         lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=[s.name for s in sites], bias="none", task_type="CAUSAL_LM",
+        target_modules=[s.name for s in sites], fan_in_fan_out=all(s.transposed for s in sites),  # GPT-2's Conv1D
+        bias="none", task_type="CAUSAL_LM",
     )
 
 
-def planned_params(hf_config, num_layers: int, cfg: RunConfig) -> int:
+def planned_params(sites: Sequence[Site], cfg: RunConfig) -> int:
     """What PEFT builds: A and B at init_r, and init_r singular values E, on every targeted module."""
-    init_r = init_rank(cfg)
-    return (lora_param_count(shapes_from_config(hf_config, cfg.lora.target_modules), [init_r] * num_layers)
-            + init_r * num_layers * len(cfg.lora.target_modules))
+    return sum(init_rank(cfg) * (s.per_rank + 1) for s in sites)
 
 
 def _adalora_model(model):
@@ -204,20 +202,19 @@ class AdaLoraSchedule(TrainerCallback):
         self.pattern = saved["rank_pattern"]
 
 
-def adaptive_info(model, cfg: RunConfig, hf_config, num_layers: int, target_total: int) -> AdaptiveInfo:
-    """The final ranks after training: per module, per layer (mean over its modules), and their total."""
+def adaptive_info(model, cfg: RunConfig, sites: Sequence[Site], target_total: int) -> AdaptiveInfo:
+    """The final ranks after training: per module type and layer (0 where a layer has no such module), per
+    layer (mean over its modules), and their total."""
     ranks = module_ranks(model)
-    targets = cfg.lora.target_modules
-    by_module = {t: [0] * num_layers for t in targets}
-    for name, r in ranks.items():
-        m = MODULE_RE.search(name)
-        if m and m.group(2) in by_module:
-            by_module[m.group(2)][int(m.group(1))] = r
-    shapes = shapes_from_config(hf_config, targets)
+    n_layers = max(s.layer for s in sites) + 1
+    by_module = {s.proj: [0] * n_layers for s in sites}
+    per_layer = [[] for _ in range(n_layers)]
+    for s in sites:
+        by_module[s.proj][s.layer] = ranks.get(s.name, 0)
+        per_layer[s.layer].append(ranks.get(s.name, 0))
     tinit, tfinal = schedule(cfg, cfg.grpo.steps)
     return AdaptiveInfo(
         init_r=init_rank(cfg), target_total=target_total, final_total=sum(ranks.values()),
-        final_layer_ranks=[sum(by_module[t][layer] for t in targets) / len(targets) for layer in range(num_layers)],
-        final_module_ranks=by_module,
-        final_params=sum(by_module[t][layer] * (sum(shapes[t]) + 1) for t in targets for layer in range(num_layers)),
+        final_layer_ranks=[sum(r) / len(r) for r in per_layer], final_module_ranks=by_module,
+        final_params=sum(ranks.get(s.name, 0) * (s.per_rank + 1) for s in sites),
         tinit=tinit, tfinal=tfinal, delta_t=cfg.adalora.delta_t, orth_reg_weight=cfg.adalora.orth_reg_weight)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from grpo_rank.allocation.lora import MODULE_RE
+from grpo_rank.allocation.sites import LAYER_PATTERN
 from grpo_rank.config.schema import RunConfig, result_payload
 from grpo_rank.errors import InputError
 from grpo_rank.record.files import ADAPTER, ADAPTER_WEIGHTS, atomic_dir, atomic_write_text, sha256_file
@@ -72,12 +72,13 @@ def load(base_model, job_dir: Path, info: AdapterInfo | None):
     return PeftModel.from_pretrained(base_model, check(job_dir, info), is_trainable=False)
 
 
-def layer_ranks(adapter_config: dict, num_layers: int) -> list[int]:
-    """Per-layer ranks from a saved adapter_config.json's rank_pattern (one escaped module path per key);
-    ValueError when a layer's modules disagree or a layer has none."""
+def layer_ranks(adapter_config: dict, num_layers: int, layer_pattern: str = LAYER_PATTERN) -> list[int]:
+    """Per-layer ranks from a saved adapter_config.json's rank_pattern (lora.layer_keys: a layer's escaped
+    path and what lies below it); ValueError when a layer's keys disagree or a layer has none."""
     per_layer: dict[int, set[int]] = {}
     for key, rank in adapter_config.get("rank_pattern", {}).items():
-        m = MODULE_RE.search(re.sub(r"\\(.)", r"\1", key))  # undo re.escape
+        path = re.sub(r"\\(.)", r"\1", key.removesuffix(r"(?:\..+)?"))  # undo layer_keys' suffix and re.escape
+        m = re.search(layer_pattern, path + ".")
         if m:
             per_layer.setdefault(int(m.group(1)), set()).add(int(rank))
     bad = [layer for layer in range(num_layers) if len(per_layer.get(layer, ())) != 1]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from transformers import TrainerCallback
 
 from grpo_rank.allocation.importance import step_norms
-from grpo_rank.allocation.lora import MODULE_RE
+from grpo_rank.allocation.lora import Site
 from grpo_rank.record.files import GRAD_COLUMNS
 from grpo_rank.runtime import distributed
 from grpo_rank.training.fullweight import FullWeightGrads
@@ -46,17 +46,20 @@ class Adapter:
     path: str = ""  # the module's path in the base model (lora.Site.name)
 
 
-def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter], list[torch.nn.Module]]:
-    """The trainable LoRA matrices of a PEFT model, with where they sit and their module's rank/scaling,
-    and the LoRA layer each belongs to."""
+def lora_adapters(model, sites: Sequence[Site]) -> tuple[list[torch.nn.Parameter], list[Adapter],
+                                                         list[torch.nn.Module]]:
+    """The trainable LoRA matrices of a PEFT model on `sites` (lora.sites_for: the one place module paths
+    are read), with their site's layer and type and their module's rank/scaling, and the LoRA layer each
+    belongs to."""
     modules = dict(model.named_modules())
+    by_name = {s.name: s for s in sites}
     params, meta, owners = [], [], []
     for name, p in model.named_parameters():
         m = PARAM_RE.match(name)
         if not (m and p.requires_grad):
             continue
-        where = MODULE_RE.search(m.group(1))
-        if where is None:
+        site = by_name.get(m.group(1).removeprefix("base_model.model."))
+        if site is None:
             continue
         lora_layer = modules[m.group(1)]
         params.append(p)
@@ -64,8 +67,7 @@ def lora_adapters(model) -> tuple[list[torch.nn.Parameter], list[Adapter], list[
         scaling = float(lora_layer.scaling["default"])
         if hasattr(lora_layer, "ranknum"):  # AdaLoRA divides by its initial rank in the forward pass
             scaling /= float(lora_layer.ranknum["default"])
-        meta.append(Adapter(int(where.group(1)), where.group(2), m.group(2), int(lora_layer.r["default"]),
-                            scaling, m.group(1).removeprefix("base_model.model.")))
+        meta.append(Adapter(site.layer, site.proj, m.group(2), int(lora_layer.r["default"]), scaling, site.name))
     return params, meta, owners
 
 
@@ -78,9 +80,10 @@ class GradNormProfiler(TrainerCallback):
     current rank}; each step's rows then carry the rank in effect at that step, not the built one.
     """
 
-    def __init__(self, phase: str = "train", on_step: Callable | None = None, full_weight: bool = False,
-                 ranks_now: Callable[[], dict[str, int]] | None = None):
+    def __init__(self, phase: str = "train", sites: Sequence[Site] = (), on_step: Callable | None = None,
+                 full_weight: bool = False, ranks_now: Callable[[], dict[str, int]] | None = None):
         self.phase = phase
+        self.sites = list(sites)  # where the LoRA layers are (lora.sites_for on the base model)
         self.on_step = on_step
         self.ranks_now = ranks_now
         self.rank_rows: list[np.ndarray] = []  # per step, with ranks_now
@@ -93,7 +96,7 @@ class GradNormProfiler(TrainerCallback):
         self.seconds = 0.0  # wall time spent in this callback: its overhead, reported by `make bench`
 
     def attach(self, model) -> None:
-        self.params, self.meta, self.owners = lora_adapters(model)
+        self.params, self.meta, self.owners = lora_adapters(model, self.sites)
         if not self.params:
             raise RuntimeError("GradNormProfiler found no trainable LoRA parameters in the model")
         self.n_lora = len(self.meta)

@@ -107,14 +107,14 @@ def _sft(cfg: RunConfig, output_dir: Path, steps: int, rewards: list, **kw):  # 
 TRAINERS: dict[str, Callable] = {"grpo": _grpo, "rloo": _rloo, "sft": _sft}
 
 
-def planned_params(cfg: RunConfig, hf_config, ranks: Sequence[int]) -> int:
-    """The trainable count PEFT must build for the plan `ranks`: at those ranks, or for an adaptive strategy
-    (adalora) at its initial rank; 0 without ranks (strategy=none)."""
+def planned_params(cfg: RunConfig, sites: Sequence[lora.Site], ranks: Sequence[int]) -> int:
+    """The trainable count PEFT must build on `sites` for the plan `ranks`: at those ranks, or for an adaptive
+    strategy (adalora) at its initial rank; 0 without ranks (strategy=none)."""
     if not ranks:
         return 0
     if STRATEGIES[cfg.strategy.name].adaptive:
-        return adalora.planned_params(hf_config, len(ranks), cfg)
-    return lora.planned_params(hf_config, ranks, cfg.lora.target_modules)
+        return adalora.planned_params(sites, cfg)
+    return lora.planned_params(sites, ranks)
 
 
 def reward_functions(g: GRPOSettings) -> list:
@@ -185,7 +185,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     training phase's sampled completions go to completions.jsonl every `tracking.completions_every` steps,
     and to `on_completions(step, columns, rows)`.
     """
-    sites = lora.find_sites(model, cfg.lora.target_modules)
+    sites = lora.sites_for(model, cfg.lora)
     fingerprint = profile_key(cfg, ranks, steps)  # what determines this phase: a checkpoint of another is no use
     first, regulariser = [], []  # before the profiler: the loss's own gradient; after it, before the clip
     if STRATEGIES[cfg.strategy.name].adaptive:
@@ -197,7 +197,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
     else:
         built_ranks = list(ranks)
         peft_config = lora.lora_config(sites, ranks, cfg.lora)
-    profiler = GradNormProfiler(phase=phase, on_step=on_step, full_weight=cfg.profile.full_weight)
+    profiler = GradNormProfiler(phase=phase, sites=sites, on_step=on_step, full_weight=cfg.profile.full_weight)
     clipper = ClipGradients(cfg.grpo.max_grad_norm)
     logs = LogSink(job_dir / TRAIN_LOG, phase, on_log)
     output_dir = Path(output_dir or job_dir / f"trainer_{phase}")
@@ -218,7 +218,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
         rewards = watched.wrap(rewards)
     schedule = None
     if STRATEGIES[cfg.strategy.name].adaptive:
-        schedule = adalora.AdaLoraSchedule(cfg, adalora.target_total(cfg, ranks), resume)
+        schedule = adalora.AdaLoraSchedule(cfg, adalora.target_total(sites, ranks), resume)
         regulariser.append(schedule)  # its term reaches the clip and the optimizer, not the gradient records
     resumed_from, rows = checkpoint.restore(resume, profiler) if resume else (None, [])
     logs.start(rows)
@@ -240,7 +240,7 @@ def train(model, tokenizer, dataset, ranks: Sequence[int], cfg: RunConfig, *, ph
                    checkpoint.SaveRecords(profiler, logs.rows, fingerprint, phase)],
     )
     clipper.accelerator = trainer.accelerator
-    built = lora.verify(trainer.model, sites, built_ranks, planned_params(cfg, model.config, ranks))  # before a step
+    built = lora.verify(trainer.model, sites, built_ranks, planned_params(cfg, sites, ranks))  # before a step
     profiler.attach(trainer.model)
     if schedule is not None:  # the rank each module has at each step: the rank trajectory
         profiler.ranks_now = schedule.ranks_now
