@@ -80,7 +80,8 @@ def _resolved(want: dict, cfg) -> dict:
 def test_every_option_composes_to_its_yaml_and_validates(group, option):
     want = expected_values(group, option)
     assert want, f"{group}/{option}.yaml sets nothing"
-    cfg = typed(f"{group}={option}")
+    # task=hf names no data of its own: where the data is, is the user's (validate checks it is given)
+    cfg = typed(f"{group}={option}", *(["task.path=data"] if (group, option) == ("task", "hf") else []))
     got = {key: _get(cfg, key) for key in want}
     assert got == _resolved(want, cfg)
     validate(cfg)
@@ -226,8 +227,10 @@ OLD_PROFILE_KEEPS = {"model", "task", "lora", "grpo", "seed"}
 OLD_PROFILE_DROPS = {"lora.r_min", "lora.r_max", "lora.multiple", "grpo.logging_steps", "grpo.save_steps",
                      "grpo.steps"}
 NEW_FIELDS_WITHOUT_RESULT = {"threads"}  # added after e72c1ca: thread count changes no result
-# added later, left out at the value every earlier result had (omit_at): distributed.processes=1
-NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed"}
+# added later, left out at the value every earlier result had (omit_at): distributed.processes=1, the task=hf
+# settings, the chat template override and the user's reward modules
+NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed", "task.prompt_column", "task.answer_column", "task.answer_extractor",
+                                 "task.train_split", "task.test_split", "task.chat_template", "grpo.reward_modules"}
 
 
 def _drop(d: dict, dotted: set[str]) -> dict:
@@ -247,7 +250,8 @@ def test_result_payloads_make_the_old_decisions(overrides):
     full = dataclasses.asdict(cfg)
     assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT
                                                | NEW_FIELDS_AT_OMITTED_DEFAULT)
-    old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS)
+    old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS},
+                        OLD_PROFILE_DROPS | NEW_FIELDS_AT_OMITTED_DEFAULT)
     # added after e72c1ca: whether the frozen weights' gradients are recorded changes a profile's records
     old_profile["profile"] = {"full_weight": cfg.profile.full_weight, "per_reward": cfg.profile.per_reward}
     # added with the algorithm axis: the objective changes a profile's gradients
@@ -272,6 +276,8 @@ def test_result_payloads_make_the_old_decisions(overrides):
     ("seed=3", True, True),
     ("rewards=binary", True, True),
     ("task.train_size=64", True, True),
+    ("task.chat_template='{{ messages }}'", True, True),
+    ("eval.scoring=math_verify", True, False),
 ])
 def test_result_payload_keeps_what_changes_a_result(override, job, profile):
     base, changed = typed(), typed(override)

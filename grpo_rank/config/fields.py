@@ -88,6 +88,7 @@ class OneOf:
 
     registry: Mapping | Callable[[], Iterable[str]] | type[Enum]
     what: str  # "strategy", "task", ...
+    optional: bool = False  # None passes: the field is unset (a rule between fields may still require it)
 
     def names(self) -> list[str]:
         reg = self.registry
@@ -96,6 +97,8 @@ class OneOf:
         return list(reg() if callable(reg) else reg)
 
     def problem(self, value) -> str | None:
+        if value is None and self.optional:
+            return None
         return None if value in self.names() else f"unknown {self.what}"
 
     def fix(self, name: str, default) -> str:

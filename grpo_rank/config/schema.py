@@ -10,8 +10,8 @@ Every leaf field is declared with `setting(default, affects, valid=...)` (fields
 once which results it changes (`JOB_AND_PROFILE`, `JOB_ONLY`, `NO_RESULT`), and `result_payload(cfg,
 "job" | "profile")` keeps exactly those, for the run identity and the profile cache key; `valid` is
 its own rule: a numeric range, or the keys of the registry the value picks from (allocate.STRATEGIES,
-algorithms.ALGORITHMS, tasks.TASKS, rewards.REWARDS, models.LOADERS) or a dict of choices in this module.
-Rules between fields are `validate`'s.
+algorithms.ALGORITHMS, tasks.TASKS, hf_task.EXTRACTORS, models.LOADERS) or a dict of choices in this module.
+Rules between fields are `validate`'s (reward names: user_rewards.registry, which imports grpo.reward_modules).
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ from grpo_rank.config.fields import (
     payload,
     setting,
 )
+from grpo_rank.data import hf_task
 from grpo_rank.data.models import LOADERS
 from grpo_rank.data.tasks import TASKS
 from grpo_rank.errors import InputError
+from grpo_rank.objective import symbolic, user_rewards
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.objective.answers import SCORING
-from grpo_rank.objective.rewards import REWARDS
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -97,7 +98,17 @@ class TaskConfig:
     name: str = setting(MISSING, valid=OneOf(TASKS, "task"))
     hub_id: str | None = setting(None)
     hub_config: str | None = setting(None)
-    path: str | None = setting(None)  # folder with train.jsonl/test.jsonl; wins over hub_id
+    # gsm8k: folder with train.jsonl/test.jsonl; hf: see hf_task.py (a folder or a {split} pattern); wins over hub_id
+    path: str | None = setting(None)
+    # task=hf only (hf_task.py): the columns, how the gold answer is taken from the answer one, the splits' names
+    prompt_column: str | None = setting(None, omit_at=None)
+    answer_column: str | None = setting(None, omit_at=None)
+    answer_extractor: str | None = setting(None, valid=OneOf(hf_task.EXTRACTORS, "answer extractor", optional=True),
+                                           omit_at=None)
+    train_split: str = setting("train", valid=NAME, omit_at="train")
+    test_split: str = setting("test", valid=NAME, omit_at="test")
+    # a Jinja chat template, or the path of a file holding one, in place of the tokenizer's (any task)
+    chat_template: str | None = setting(None, omit_at=None)
     train_size: int | None = setting(None, valid=COUNT)  # None: all of the split
     # arithmetic task only: difficulty knobs
     max_operand: int = setting(20, valid=at_least(2))
@@ -170,8 +181,11 @@ class GRPOSettings:
     max_completion_length: int = setting(48, valid=COUNT)
     max_grad_norm: float = setting(1.0, valid=at_least(0))
     temperature: float = setting(1.0, valid=above(0))
-    # reward name (rewards.REWARDS) -> weight; the set comes from the `rewards` group (rewards=partial)
+    # reward name (rewards.REWARDS, or a function of grpo.reward_modules) -> weight; the set comes from the
+    # `rewards` group (rewards=partial)
     rewards: dict[str, float] = setting(factory=dict)
+    # modules of the user's reward functions (user_rewards.py); their sources' hashes join the run identity
+    reward_modules: list[str] = setting(factory=list, omit_at=[])
     use_vllm: bool | None = setting(None)  # None: only when a GPU and vllm are both present
     vllm_mode: str = setting("colocate", valid=OneOf(VLLM_MODES, "vLLM mode"))
     gradient_checkpointing: bool = setting(False)
@@ -207,8 +221,8 @@ class EvalSettings:
     n: int | None = setting(32, JOB_ONLY, valid=COUNT)  # None: the whole split
     batch_size: int = setting(32, JOB_ONLY, valid=COUNT)
     max_new_tokens: int = setting(64, JOB_ONLY, valid=COUNT)
-    # what counts as correct (evaluate.SCORING): `tagged` is the study's correctness reward; `any` also
-    # takes an untagged final number, for a model that never learnt the format (the demo)
+    # what counts as correct (answers.SCORING): `tagged` is the study's correctness reward; `any` also
+    # takes an untagged final number (the demo); `math_verify`, any math answer (symbolic.py)
     scoring: str = setting("any", JOB_ONLY, valid=OneOf(lambda: list(SCORING), "scoring"))
 
 
@@ -302,6 +316,11 @@ def validate(cfg: RunConfig) -> None:
                   "e.g. model.tiny.num_kv_heads=2")
     if t.name == "gsm8k" and not (t.path or t.hub_id):
         _fail("task.path", None, "gsm8k needs local files or a hub id", "set task.path=<dir with test.jsonl>")
+    for name, value, problem, fix in hf_task.config_problems(t) if t.name == "hf" else ():
+        _fail(name, value, problem, fix)
+    if cfg.eval.scoring == "math_verify" and symbolic.missing():
+        _fail("eval.scoring", "math_verify", "needs the math-verify package, which is not installed",
+              "pip install -e '.[math]' (or pip install 'math-verify[antlr4_9_3]')")
     splits = TASKS[t.name].splits
     if cfg.eval.split not in splits:
         _fail("eval.split", cfg.eval.split, f"task {t.name} has no such split", f"use one of {', '.join(splits)}")
@@ -328,7 +347,7 @@ def validate(cfg: RunConfig) -> None:
     if processes > 1 and cfg.profile.per_reward:
         _fail("profile.per_reward", True, "the per-reward split is computed from one process's micro-batches",
               "use distributed.processes=1 for it, or profile.per_reward=false")
-    check_rewards(g.rewards)
+    check_rewards(g.rewards, g.reward_modules, cfg.profile.per_reward)
     if STRATEGIES[cfg.strategy.name].adaptive:
         check_adalora(cfg)
     if cfg.profile.per_reward and ALGORITHMS[cfg.algorithm.name].trainer != "grpo":
@@ -365,13 +384,15 @@ def check_adalora(cfg: RunConfig) -> None:
               f"e.g. adalora.init_r={math.ceil(1.5 * lo.r)}")
 
 
-def check_rewards(rewards: Mapping[str, float]) -> None:
+def check_rewards(rewards: Mapping[str, float], modules: list[str] | None = None, per_reward: bool = False) -> None:
     if not rewards:
         _fail("grpo.rewards", dict(rewards), "no reward chosen",
               "pick a set with rewards=partial or rewards=binary, or add one: +grpo.rewards.correctness=1.0")
+    try:
+        user_rewards.registry(rewards, modules or [], per_reward)  # imports the modules
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
     for name, weight in rewards.items():
-        if name not in REWARDS:
-            _fail(f"grpo.rewards.{name}", weight, "unknown reward", f"use names from {', '.join(REWARDS)}")
         if not (math.isfinite(weight) and weight > 0):
             _fail(f"grpo.rewards.{name}", weight, "a weight must be a finite number > 0",
                   f"to turn the reward off, drop it: ~grpo.rewards.{name}")

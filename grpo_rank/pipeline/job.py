@@ -2,7 +2,9 @@
 
 Each stage lives in its own module and returns its typed part of the job record (result.py):
 
-    load      models.load, training_data          the model, tokenizer and data (prompts, or solutions for sft)
+    load      load_data, load_model                the data (prompts, or solutions for sft; first, so that a hub
+                                                  dataset's bad rows stop the job before the model loads), the
+                                                  model and tokenizer (task.chat_template)
     profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
                                                   whose training is the profile publishes it (train)
     allocate  allocate.plan, train.planned_params per-layer ranks (Allocation) and Params
@@ -30,11 +32,12 @@ from grpo_rank.allocation.allocate import STRATEGIES, Bounds, plan
 from grpo_rank.allocation.importance import FULL_WEIGHT, layer_importance
 from grpo_rank.config.schema import RunConfig
 from grpo_rank.data import models
-from grpo_rank.data.tasks import load_split, prompt_dataset, solution_dataset
+from grpo_rank.data.tasks import chat_template_text, load_split, prompt_dataset, solution_dataset
 from grpo_rank.errors import one_line
 from grpo_rank.evaluation.evaluate import evaluate
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.pipeline import tracking
+from grpo_rank.pipeline.preflight import check_golds, splits_read
 from grpo_rank.record.files import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_records, write_jsonl
 from grpo_rank.record.result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
 from grpo_rank.record.version import code_version
@@ -70,10 +73,31 @@ def runtime_info(cfg: RunConfig, plan: ThreadPlan | None) -> RuntimeInfo:
                        dtype=rt["dtype"], vllm=rt["vllm"], code_version=code_version())
 
 
-def training_data(cfg: RunConfig):
+def training_data(cfg: RunConfig, examples=None):
     """The training split as the algorithm reads it: prompts for a rewarded one, gold solutions for sft."""
     build = prompt_dataset if ALGORITHMS[cfg.algorithm.name].rewarded else solution_dataset
-    return build(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
+    examples = load_split(cfg.task, "train") if examples is None else examples
+    return build(examples, cfg.task.system_prompt, cfg.task.few_shot)
+
+
+def load_data(cfg: RunConfig) -> dict:
+    """The splits the job reads (tasks.load_split), by name. A hub dataset's gold answers are checked here as
+    preflight checks local files' (check_golds), before any model loads."""
+    out = {split: load_split(cfg.task, split) for split in sorted(splits_read(cfg))}
+    if cfg.task.name == "hf" and not cfg.task.path:
+        for split, examples in out.items():
+            check_golds(cfg, split, [(f"task.hub_id={cfg.task.hub_id!r} {split} row {i + 1}", e)
+                                     for i, e in enumerate(examples)])
+    return out
+
+
+def load_model(cfg: RunConfig):
+    """The model and its tokenizer, with `task.chat_template` in place of the tokenizer's own when set."""
+    model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+    template = chat_template_text(cfg.task)
+    if template is not None:
+        tokenizer.chat_template = template
+    return model, tokenizer
 
 
 def allocation_table(ranks, importance) -> str:
@@ -103,13 +127,15 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
     laps = Laps(result.timings)
     try:
         # load: the architecture alone for a dry run, else the model and the data
+        data: dict = {}
         if cfg.dry_run:
             hf, model, tokenizer, train_set = models.hf_config(cfg.model, cfg.cache_dir), None, None, None
         else:
+            data = load_data(cfg)
             log.info("loading model %s", cfg.model.name)
-            model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+            model, tokenizer = load_model(cfg)
             hf = model.config
-            train_set = training_data(cfg)
+            train_set = training_data(cfg, data["train"]) if "train" in data else None
         n_layers = lora.num_layers(hf)
         laps("load")
 
@@ -124,7 +150,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             if prof.reward_grads:
                 reward_grads.append(prof.reward_grads)
             if prof.base_touched:  # the profiling phase trained this model: start the next from a clean base
-                model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+                model, tokenizer = load_model(cfg)
             laps("profile")
 
         bounds = Bounds(cfg.lora.r_min, cfg.lora.r_max, cfg.lora.multiple)
@@ -167,7 +193,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             result.status = "ok"
             return result
 
-        test = load_split(cfg.task, cfg.eval.split)
+        test = data[cfg.eval.split]
         test = test[: cfg.eval.n] if cfg.eval.n else test
         ev = evaluate(model, tokenizer, test, cfg.task.system_prompt, batch_size=cfg.eval.batch_size,
                       max_new_tokens=cfg.eval.max_new_tokens, few_shot=cfg.task.few_shot,

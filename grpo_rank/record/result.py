@@ -114,6 +114,9 @@ class EvalSummary:
     parse_failures: int
     parse_failure_rate: float
     generation: dict = field(default_factory=dict)  # the effective decoding settings (evaluate.py)
+    # eval.scoring, the scorer that decided `correct` (answers.SCORING); None in records from before the
+    # field, whose generation["scoring"] says it
+    scoring: str | None = None
 
 
 @dataclass

@@ -19,7 +19,16 @@ from grpo_rank.analysis.report import capacity, rewards, trajectories
 from grpo_rank.analysis.report.definitions import ADDED_DEFINITIONS, DEFINITIONS, REWARD_DEFINITIONS
 from grpo_rank.analysis.report.figures import FIG1, FIG2
 from grpo_rank.analysis.report.gradstats import VIEWS, predicted_slope
-from grpo_rank.analysis.report.jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of, rank_varies
+from grpo_rank.analysis.report.jobs import (
+    DEFAULT_SCORING,
+    GRADIENT_AWARE,
+    Arm,
+    Job,
+    active,
+    arm_name,
+    arms_of,
+    rank_varies,
+)
 from grpo_rank.analysis.report.tables import arm_labels as _labels
 from grpo_rank.analysis.report.tables import fmt as _fmt
 from grpo_rank.analysis.report.tables import interval as _interval
@@ -186,10 +195,14 @@ def render(jobs: list[Job], notes: list[str], sweeps: list[Path], t1: list[dict]
     out += headline(arms, idx)
 
     out += ["## Table 1: accuracy by strategy and budget", ""]
+    # the scorer (eval.scoring) is a column where some job used another than the default, like the arm axes
+    scored = any(r["scoring"] not in ("", DEFAULT_SCORING) for r in t1)
     out.append(md_table(
-        [*labels, "ranks", "trainable params", "accuracy per seed", "mean [95% t-interval]",
-         "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n", "ok/failed/missing"],
+        [*labels, "ranks", "trainable params", "accuracy per seed", *(["scored by"] if scored else []),
+         "mean [95% t-interval]", "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n",
+         "ok/failed/missing"],
         [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"],
+          *([r["scoring"]] if scored else []),
           (_fmt(r["accuracy_mean"], 4) if r["accuracy_mean"] != "" else "n/a") + " "
           + (_interval(r["accuracy_ci95_low"], r["accuracy_ci95_high"]) if r["accuracy_ci95_low"] != "n/a" else "n/a"),
           r["wilson_per_run"], r["normal_half_width_per_run"], r["n_questions"],
