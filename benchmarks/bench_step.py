@@ -30,7 +30,8 @@ from trl import GRPOTrainer
 
 from benchmarks.stages import STAGES, StageClock, median_fractions
 from grpo_rank.allocation import lora
-from grpo_rank.config.schema import to_typed, validate
+from grpo_rank.config.schema import to_typed
+from grpo_rank.config.validate import validate
 from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split, prompt_dataset
 from grpo_rank.training.train import grpo_args, reward_functions, train

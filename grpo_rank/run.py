@@ -32,7 +32,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grpo_rank.config.schema import RunConfig, to_typed, validate
+from grpo_rank.config.schema import RunConfig, to_typed
+from grpo_rank.config.validate import validate
 from grpo_rank.errors import InputError, one_line, run_cli, traceback_requested
 from grpo_rank.pipeline.preflight import fit_full_weight, preflight
 from grpo_rank.pipeline.tracking import identity, job_key

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from grpo_rank.config.schema import ConfigError, validate
+from grpo_rank.config.schema import ConfigError
+from grpo_rank.config.validate import validate
 from grpo_rank.data import models
 from grpo_rank.pipeline.job import run_job, training_data
 from grpo_rank.record.files import GRADS, read_grad_records, read_jsonl

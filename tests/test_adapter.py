@@ -225,7 +225,8 @@ def test_records_from_before_adapters_still_read(job):
 
 
 def test_a_hub_repo_that_is_no_repo_id_is_one_line():
-    from grpo_rank.config.schema import ConfigError, validate
+    from grpo_rank.config.schema import ConfigError
+    from grpo_rank.config.validate import validate
 
     with pytest.raises(ConfigError, match=r"^hub.repo='a b/c': not a Hugging Face repo id"):
         validate(typed(*TINY, "hub.repo='a b/c'"))

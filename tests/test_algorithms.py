@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grpo_rank.config.schema import validate
+from grpo_rank.config.validate import validate
 from grpo_rank.data.tasks import gold_completion, gsm8k_solution, load_split
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.pipeline.job import run_job, training_data

@@ -254,7 +254,8 @@ def test_the_command_refuses_gpt2_default_targets_in_one_line(tiny_gpt2, tmp_pat
 
 
 def test_compose_the_hf_group_without_path_fails_in_validation():
-    from grpo_rank.config.schema import ConfigError, to_typed, validate
+    from grpo_rank.config.schema import ConfigError, to_typed
+    from grpo_rank.config.validate import validate
 
     with pytest.raises(ConfigError, match=r"model.path=None: a hub model needs a hub id or local folder"):
         validate(to_typed(compose("model=hf")))

@@ -19,7 +19,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.config.fields import OneOf, Range, leaf_fields
-from grpo_rank.config.schema import ConfigError, RunConfig, result_payload, to_typed, validate
+from grpo_rank.config.schema import ConfigError, RunConfig, result_payload, to_typed
+from grpo_rank.config.validate import validate
 from grpo_rank.data import models
 from grpo_rank.data.tasks import TASKS
 from grpo_rank.errors import InputError
@@ -88,7 +89,8 @@ NEEDS = {("model", "hf"): ("model.path=Qwen/Qwen3-0.6B",)}
 def test_every_option_composes_to_its_yaml_and_validates(group, option):
     want = expected_values(group, option)
     assert want, f"{group}/{option}.yaml sets nothing"
-    needs = NEEDS.get((group, option), ())
+    # task=hf names no data of its own: where the data is, is the user's (validate checks it is given)
+    needs = NEEDS.get((group, option), ()) or (("task.path=data",) if (group, option) == ("task", "hf") else ())
     cfg = typed(f"{group}={option}", *needs)
     want.update((o.split("=")[0], o.split("=", 1)[1]) for o in needs)
     got = {key: _get(cfg, key) for key in want}
@@ -240,8 +242,11 @@ OLD_PROFILE_DROPS = {"lora.r_min", "lora.r_max", "lora.multiple", "grpo.logging_
 # added after e72c1ca: thread count changes no result, the split's tolerance only whether a job stops,
 # where an adapter is pushed nothing it computed
 NEW_FIELDS_WITHOUT_RESULT = {"threads", "profile.per_reward_tolerance", "hub"}
-# added later, left out at the value every earlier result had (omit_at): distributed.processes=1, eval.backend=hf
-NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed", "eval.backend"}
+# added later, left out at the value every earlier result had (omit_at): distributed.processes=1, eval.backend=hf,
+# the task=hf settings, the chat template override and the user's reward modules
+NEW_FIELDS_AT_OMITTED_DEFAULT = {"distributed", "eval.backend", "task.prompt_column", "task.answer_column",
+                                 "task.answer_extractor", "task.train_split", "task.test_split", "task.chat_template",
+                                 "grpo.reward_modules"}
 # likewise, with any causal LM: model.revision=null, trust_remote_code=false, attn_implementation=null,
 # quantization=null, and the default lora.layer_pattern
 NEW_MODEL_FIELDS = {"model.revision", "model.trust_remote_code", "model.attn_implementation", "model.quantization",
@@ -265,7 +270,8 @@ def test_result_payloads_make_the_old_decisions(overrides):
     full = dataclasses.asdict(cfg)
     assert result_payload(cfg, "job") == _drop(full, OLD_IDENTITY_DROPS | NEW_FIELDS_WITHOUT_RESULT
                                                | NEW_FIELDS_AT_OMITTED_DEFAULT | NEW_MODEL_FIELDS)
-    old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS}, OLD_PROFILE_DROPS | NEW_MODEL_FIELDS)
+    old_profile = _drop({k: v for k, v in full.items() if k in OLD_PROFILE_KEEPS},
+                        OLD_PROFILE_DROPS | NEW_FIELDS_AT_OMITTED_DEFAULT | NEW_MODEL_FIELDS)
     # added after e72c1ca: whether the frozen weights' gradients are recorded changes a profile's records
     old_profile["profile"] = {"full_weight": cfg.profile.full_weight, "per_reward": cfg.profile.per_reward}
     # added with the algorithm axis: the objective changes a profile's gradients
@@ -298,6 +304,8 @@ def test_result_payloads_make_the_old_decisions(overrides):
     ("model.quantization=4bit", True, True),
     (r"lora.layer_pattern='(?:^|\.)h\.(\d+)\.'", True, True),
     ("lora.target_modules=[all-linear]", True, True),
+    ("task.chat_template='{{ messages }}'", True, True),
+    ("eval.scoring=math_verify", True, False),
 ])
 def test_result_payload_keeps_what_changes_a_result(override, job, profile):
     base, changed = typed(), typed(override)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grpo_rank.config.schema import ConfigError, result_payload, validate
+from grpo_rank.config.schema import ConfigError, result_payload
+from grpo_rank.config.validate import validate
 from grpo_rank.record.files import RUNS, read_jsonl
 from tests.conftest import TINY, JobFiles, run_cli, typed
 

@@ -101,7 +101,7 @@ class OneOf:
 
     registry: Mapping | Callable[[], Iterable[str]] | type[Enum]
     what: str  # "strategy", "task", ...
-    optional: bool = False  # None passes too (it means "not set": the library's own default)
+    optional: bool = False  # None passes: the field is unset (a rule between fields may still require it)
 
     def names(self) -> list[str]:
         reg = self.registry
@@ -110,7 +110,9 @@ class OneOf:
         return list(reg() if callable(reg) else reg)
 
     def problem(self, value) -> str | None:
-        return None if value in self.names() or (self.optional and value is None) else f"unknown {self.what}"
+        if value is None and self.optional:
+            return None
+        return None if value in self.names() else f"unknown {self.what}"
 
     def fix(self, name: str, default) -> str:
         return f"use one of {', '.join(self.names())}{' (or null)' if self.optional else ''}"

@@ -10,15 +10,14 @@ Every leaf field is declared with `setting(default, affects, valid=...)` (fields
 once which results it changes (`JOB_AND_PROFILE`, `JOB_ONLY`, `NO_RESULT`), and `result_payload(cfg,
 "job" | "profile")` keeps exactly those, for the run identity and the profile cache key; `valid` is
 its own rule: a numeric range, or the keys of the registry the value picks from (allocate.STRATEGIES,
-algorithms.ALGORITHMS, tasks.TASKS, rewards.REWARDS, models.LOADERS) or a dict of choices in this module.
-Rules between fields are `validate`'s. The model part (`model.*`) and its rules are in model.py.
+algorithms.ALGORITHMS, tasks.TASKS, hf_task.EXTRACTORS, models.LOADERS) or a dict of choices in this
+module. Rules between fields are `validate`'s (reward names: user_rewards.registry, which imports
+grpo.reward_modules). The model part (`model.*`) and its rules are in model.py.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
@@ -27,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.allocation.importance import ALPHA_MODES, SIGNALS
-from grpo_rank.allocation.sites import ALL_LINEAR, LAYER_PATTERN
+from grpo_rank.allocation.sites import LAYER_PATTERN
 from grpo_rank.config.fields import (
     JOB_ONLY,
     NO_RESULT,
@@ -37,16 +36,14 @@ from grpo_rank.config.fields import (
     Range,
     above,
     at_least,
-    broken_fields,
     payload,
     setting,
 )
-from grpo_rank.config.fields import fail as _fail
 from grpo_rank.config.model import ModelConfig, TinyModelConfig, check_model  # noqa: F401 - re-exported
+from grpo_rank.data import hf_task
 from grpo_rank.data.tasks import TASKS
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.objective.answers import SCORING
-from grpo_rank.objective.rewards import REWARDS
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -68,7 +65,17 @@ class TaskConfig:
     name: str = setting(MISSING, valid=OneOf(TASKS, "task"))
     hub_id: str | None = setting(None)
     hub_config: str | None = setting(None)
-    path: str | None = setting(None)  # folder with train.jsonl/test.jsonl; wins over hub_id
+    # gsm8k: folder with train.jsonl/test.jsonl; hf: see hf_task.py (a folder or a {split} pattern); wins over hub_id
+    path: str | None = setting(None)
+    # task=hf only (hf_task.py): the columns, how the gold answer is taken from the answer one, the splits' names
+    prompt_column: str | None = setting(None, omit_at=None)
+    answer_column: str | None = setting(None, omit_at=None)
+    answer_extractor: str | None = setting(None, valid=OneOf(hf_task.EXTRACTORS, "answer extractor", optional=True),
+                                           omit_at=None)
+    train_split: str = setting("train", valid=NAME, omit_at="train")
+    test_split: str = setting("test", valid=NAME, omit_at="test")
+    # a Jinja chat template, or the path of a file holding one, in place of the tokenizer's (any task)
+    chat_template: str | None = setting(None, omit_at=None)
     train_size: int | None = setting(None, valid=COUNT)  # None: all of the split
     # arithmetic task only: difficulty knobs
     max_operand: int = setting(20, valid=at_least(2))
@@ -144,8 +151,11 @@ class GRPOSettings:
     max_completion_length: int = setting(48, valid=COUNT)
     max_grad_norm: float = setting(1.0, valid=at_least(0))
     temperature: float = setting(1.0, valid=above(0))
-    # reward name (rewards.REWARDS) -> weight; the set comes from the `rewards` group (rewards=partial)
+    # reward name (rewards.REWARDS, or a function of grpo.reward_modules) -> weight; the set comes from the
+    # `rewards` group (rewards=partial)
     rewards: dict[str, float] = setting(factory=dict)
+    # modules of the user's reward functions (user_rewards.py); their sources' hashes join the run identity
+    reward_modules: list[str] = setting(factory=list, omit_at=[])
     use_vllm: bool | None = setting(None)  # None: only when a GPU and vllm are both present
     vllm_mode: str = setting("colocate", valid=OneOf(VLLM_MODES, "vLLM mode"))
     gradient_checkpointing: bool = setting(False)
@@ -185,8 +195,8 @@ class EvalSettings:
     n: int | None = setting(32, JOB_ONLY, valid=COUNT)  # None: the whole split
     batch_size: int = setting(32, JOB_ONLY, valid=COUNT)
     max_new_tokens: int = setting(64, JOB_ONLY, valid=COUNT)
-    # what counts as correct (evaluate.SCORING): `tagged` is the study's correctness reward; `any` also
-    # takes an untagged final number, for a model that never learnt the format (the demo)
+    # what counts as correct (answers.SCORING): `tagged` is the study's correctness reward; `any` also
+    # takes an untagged final number (the demo); `math_verify`, any math answer (symbolic.py)
     scoring: str = setting("any", JOB_ONLY, valid=OneOf(lambda: list(SCORING), "scoring"))
     # what generates the replies: transformers (the adapter merged for it) or vLLM with the adapter as a LoRA
     # request (GPU and vllm only); greedy either way, but near-ties may break differently, so it is part of
@@ -273,136 +283,3 @@ def to_typed(cfg: DictConfig) -> RunConfig:
         key = getattr(exc, "full_key", None) or "config"
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{key}: {reason}; set {key}=<value> (or pick a config group option)") from None
-
-
-def validate(cfg: RunConfig) -> None:
-    """Every field's own rule, then the rules between fields; before any model or data loads.
-    Raises ConfigError (an InputError): one line naming the field and the fix."""
-    for name, value, problem, fix in broken_fields(cfg):
-        _fail(name, value, problem, fix)
-    t, lo, g = cfg.task, cfg.lora, cfg.grpo
-    check_model(cfg.model)
-    if t.name == "gsm8k" and not (t.path or t.hub_id):
-        _fail("task.path", None, "gsm8k needs local files or a hub id", "set task.path=<dir with test.jsonl>")
-    splits = TASKS[t.name].splits
-    if cfg.eval.split not in splits:
-        _fail("eval.split", cfg.eval.split, f"task {t.name} has no such split", f"use one of {', '.join(splits)}")
-    if lo.r_max < lo.r_min:
-        _fail("lora.r_max", lo.r_max, f"must be >= lora.r_min={lo.r_min}", f"e.g. lora.r_max={max(64, lo.r_min)}")
-    for name, bound in (("lora.r_min", lo.r_min), ("lora.r_max", lo.r_max)):
-        if bound % lo.multiple:
-            _fail(name, bound, f"must be a multiple of lora.multiple={lo.multiple}",
-                  f"e.g. {name}={max(lo.multiple, bound - bound % lo.multiple)}")
-    check_targets(lo)
-    processes = cfg.distributed.processes
-    batch = g.per_device_batch_size * g.grad_accum * processes  # what TRL samples per generation round
-    if batch % g.num_generations:
-        _fail("grpo.per_device_batch_size", g.per_device_batch_size,
-              f"the batch per_device_batch_size*grad_accum*distributed.processes={batch} must be divisible "
-              f"by grpo.num_generations={g.num_generations}",
-              f"set grpo.per_device_batch_size to a multiple of {g.num_generations}")
-    if processes > 1 and cfg.profile.per_reward:
-        _fail("profile.per_reward", True, "the per-reward split is computed from one process's micro-batches",
-              "use distributed.processes=1 for it, or profile.per_reward=false")
-    check_rewards(g.rewards)
-    if cfg.hub.repo is not None and not HUB_REPO_RE.match(cfg.hub.repo):
-        _fail("hub.repo", cfg.hub.repo, "not a Hugging Face repo id", "use name or namespace/name (letters, digits, "
-              "-, _, .), or hub.repo=null for one derived from the job")
-    if STRATEGIES[cfg.strategy.name].adaptive:
-        check_adalora(cfg)
-    if cfg.profile.per_reward and ALGORITHMS[cfg.algorithm.name].trainer != "grpo":
-        _fail("profile.per_reward", True, f"the per-reward split is defined on GRPO's group-normalised "
-              f"advantages, which algorithm={cfg.algorithm.name} does not train with",
-              "use algorithm=grpo/dapo/dr_grpo/bnpo, or profile.per_reward=false")
-    check_per_reward(cfg, vllm=g.use_vllm is True)  # auto (null) is checked again once resolved (job.runtime_info)
-    if cfg.eval.backend == "vllm":
-        check_vllm_eval(cfg)
-    needs_profile = STRATEGIES[cfg.strategy.name].needs_profile
-    if cfg.profile.signal == "full_weight" and not cfg.profile.full_weight:
-        _fail("profile.full_weight", False, "profile.signal=full_weight allocates from the recorded full-weight "
-              "gradients", "set profile.full_weight=true (or profile.signal=lora)")
-    if needs_profile and cfg.profile.from_run is None and cfg.profile.steps < 1:
-        _fail("profile.steps", cfg.profile.steps, f"strategy={cfg.strategy.name} needs a profile",
-              "set profile.steps>=1 or profile.from_run=<job dir>")
-    if needs_profile and cfg.dry_run and cfg.profile.from_run is None:
-        _fail("profile.from_run", None, f"dry_run trains nothing, so it cannot profile for strategy={cfg.strategy.name}",
-              "pass profile.from_run=<a finished job dir> or use strategy=uniform/random")
-
-
-def check_per_reward(cfg: RunConfig, vllm: bool) -> None:
-    """The per-reward split is exact only where the loss is linear in the advantages (reward_split.py).
-    With vLLM generation TRL corrects by the ratio to log-probs taken at generation time; with LoRA dropout
-    those were taken under other masks than the step's, so the clip can bind, and where it binds the loss
-    depends on the sign of the whole advantage, not on the sum of its shares."""
-    if cfg.profile.per_reward and vllm and cfg.lora.dropout > 0:
-        _fail("profile.per_reward", True, f"with vLLM generation and lora.dropout={cfg.lora.dropout} TRL's clipped "
-              "importance ratio makes the loss non-linear in the advantages, so the split cannot be exact",
-              "set lora.dropout=0, or grpo.use_vllm=false, or profile.per_reward=false")
-
-
-def check_vllm_eval(cfg: RunConfig) -> None:
-    """What vLLM cannot evaluate, whatever the machine (preflight checks the GPU and the package)."""
-    if cfg.model.source == "tiny":
-        _fail("eval.backend", "vllm", "vLLM loads a model from a folder and the tiny model is built in-process",
-              "use eval.backend=hf with model=tiny")
-    if STRATEGIES[cfg.strategy.name].adaptive:
-        _fail("eval.backend", "vllm", f"strategy={cfg.strategy.name} trains an AdaLoRA adapter, which vLLM "
-              "does not load", "use eval.backend=hf")
-
-
-MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
-
-
-def check_targets(lo: LoraSettings) -> None:
-    names = lo.target_modules
-    if not names:
-        _fail("lora.target_modules", names, "is empty", "list at least one module name, e.g. [q_proj], or [all-linear]")
-    if ALL_LINEAR in names and len(names) > 1:
-        _fail("lora.target_modules", names, f"{ALL_LINEAR} already takes every linear layer", f"use [{ALL_LINEAR}] alone")
-    bad = [x for x in names if x != ALL_LINEAR and not MODULE_NAME.fullmatch(x)]
-    if bad:
-        _fail("lora.target_modules", bad, "not a module name or dotted path tail",
-              "use names such as q_proj or attn.c_proj (letters, digits, _ and dots), or [all-linear]")
-    if len(set(names)) != len(names):
-        _fail("lora.target_modules", names, "names a projection twice", "list each once")
-    try:
-        groups = re.compile(lo.layer_pattern).groups
-    except re.error as exc:
-        _fail("lora.layer_pattern", lo.layer_pattern, f"not a regular expression ({exc})",
-              f"e.g. lora.layer_pattern='{LAYER_PATTERN}'")
-    if groups < 1:
-        _fail("lora.layer_pattern", lo.layer_pattern, "has no group to read the layer number from",
-              r"put the number in the first group, e.g. '(?:^|\.)layers\.(\d+)\.'")
-
-
-def check_adalora(cfg: RunConfig) -> None:
-    a, lo = cfg.adalora, cfg.lora
-    if lo.alpha_mode != "fixed":
-        _fail("lora.alpha_mode", lo.alpha_mode, "strategy=adalora scales every module by alpha/adalora.init_r "
-              "(PEFT's AdaLoRA), whatever its current rank", "use lora.alpha_mode=fixed")
-    if a.warmup_fraction + a.final_fraction >= 1:
-        _fail("adalora.final_fraction", a.final_fraction, f"with adalora.warmup_fraction={a.warmup_fraction} no "
-              "step is left for re-allocation", "keep warmup_fraction + final_fraction < 1, e.g. 0.1 and 0.2")
-    if cfg.grpo.steps - int(a.final_fraction * cfg.grpo.steps) < 2:
-        # PEFT scores the triplets on the steps before the final mask; with none, it has nothing to rank by
-        _fail("grpo.steps", cfg.grpo.steps, "strategy=adalora needs a step that scores importance before its "
-              "final allocation", "set grpo.steps>=2 (and a smaller adalora.final_fraction)")
-    init_r = a.init_r or math.ceil(1.5 * lo.r)
-    per_module = lo.r * cfg.budget.fraction  # the budget's mean rank per module (preflight checks the rounded total)
-    if init_r <= per_module:
-        # PEFT masks the starting total down to the budget; a start at or below it leaves nothing to mask
-        _fail("adalora.init_r", a.init_r, f"AdaLoRA masks ranks away from its start, which must exceed the budget "
-              f"it ends on (lora.r={lo.r} x budget.fraction={cfg.budget.fraction:g} per module)",
-              f"e.g. adalora.init_r={max(math.ceil(1.5 * lo.r), math.floor(per_module) + 1)}")
-
-
-def check_rewards(rewards: Mapping[str, float]) -> None:
-    if not rewards:
-        _fail("grpo.rewards", dict(rewards), "no reward chosen",
-              "pick a set with rewards=partial or rewards=binary, or add one: +grpo.rewards.correctness=1.0")
-    for name, weight in rewards.items():
-        if name not in REWARDS:
-            _fail(f"grpo.rewards.{name}", weight, "unknown reward", f"use names from {', '.join(REWARDS)}")
-        if not (math.isfinite(weight) and weight > 0):
-            _fail(f"grpo.rewards.{name}", weight, "a weight must be a finite number > 0",
-                  f"to turn the reward off, drop it: ~grpo.rewards.{name}")

@@ -1,9 +1,10 @@
-"""Tasks, keyed by `task.name`: GSM8K (hub or local jsonl through the same `datasets` loader) and a
-synthetic arithmetic word-problem task generated from a seed, for runs with no download.
+"""Tasks, keyed by `task.name`: GSM8K (hub or local jsonl through the same `datasets` loader), a
+synthetic arithmetic word-problem task generated from a seed, for runs with no download, and `hf`, any
+dataset with a question and an answer column (hf_task.py).
 
-Every task yields `Example(id, question, answer, solution)` with `answer` the gold number as a string
-and `solution` its worked reasoning (what `algorithm=sft` trains on, as `gold_completion`), and every
-prompt asks for the study's format `<think>...</think><answer>...</answer>`. The evaluation
+Every task yields `Example(id, question, answer, solution)` with `answer` the gold answer as a string
+(a number for gsm8k and arithmetic) and `solution` its worked reasoning (what `algorithm=sft` trains
+on, as `gold_completion`), and every prompt asks for the study's format `<think>...</think><answer>...</answer>`. The evaluation
 split is the same for every job of a task (it does not depend on the run seed), so outcomes can be
 paired question by question across strategies and seeds.
 
@@ -11,11 +12,11 @@ paired question by question across strategies and seeds.
 neither torch nor datasets at its top); each task names its splits, which `eval.split` is checked
 against. `check_split` reads a local data file through without `datasets`, so a missing, empty or
 malformed file is an InputError naming the file and line before any model loads (preflight.py).
+`task.chat_template` replaces the tokenizer's chat template (`chat_template_text`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -24,27 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grpo_rank.data import hf_task
+from grpo_rank.data.examples import CALCULATOR_RE, Example, _qid, gold_completion  # noqa: F401 - re-exported
 from grpo_rank.errors import InputError
 
 if TYPE_CHECKING:  # config.py imports this module for its registry
     from grpo_rank.config.schema import TaskConfig
-
-
-@dataclass(frozen=True)
-class Example:
-    id: str
-    question: str
-    answer: str
-    solution: str = ""  # the gold reasoning, without the final answer
-
-
-def gold_completion(example: Example) -> str:
-    """The study's answer format around the gold reasoning: what a perfect completion looks like."""
-    return f"<think>{example.solution}</think><answer>{example.answer}</answer>"
-
-
-def _qid(question: str) -> str:
-    return hashlib.sha1(question.encode()).hexdigest()[:12]
 
 
 NAMES = ["Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kim", "Leo", "Mia", "Noor"]
@@ -105,7 +91,6 @@ GOLD_RE = re.compile(r"-?\d+(?:\.\d+)?")  # every GSM8K gold (train and test) is
 GSM8K_ROW = "every row needs \"question\" and \"answer\" ending in '#### <number>' (GSM8K's jsonl format)"
 
 
-CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations, e.g. <<48/2=24>>
 
 
 def gsm8k_solution(answer: str) -> str:
@@ -144,14 +129,17 @@ def split_file(cfg: TaskConfig, split: str) -> Path:
     return path
 
 
-def check_split(cfg: TaskConfig, split: str) -> None:
+def check_split(cfg: TaskConfig, split: str) -> list[tuple[str, Example]]:
     """Reads a split's local file through and raises InputError (file and line) at the first bad row.
-    Hub splits are not checked here: that would download them."""
+    Hub splits are not checked here: that would download them. Returns the `hf` task's rows with where
+    each is (preflight checks their gold answers against the job's scorer and rewards), else []."""
     known = TASKS[cfg.name].splits
     if split not in known:
         raise InputError(f"split {split!r} of task {cfg.name!r} is unknown; use one of {', '.join(known)}")
+    if cfg.name == "hf" and cfg.path:
+        return hf_task.located(cfg, split)
     if cfg.name != "gsm8k" or not cfg.path:
-        return
+        return []
     path = split_file(cfg, split)
     rows = 0
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -167,6 +155,7 @@ def check_split(cfg: TaskConfig, split: str) -> None:
             rows += 1
     if rows == 0:
         raise InputError(f"{path} holds no rows; {GSM8K_ROW}")
+    return []
 
 
 def load_gsm8k(cfg: TaskConfig, split: str) -> list[Example]:
@@ -187,6 +176,10 @@ def load_gsm8k(cfg: TaskConfig, split: str) -> list[Example]:
     return examples
 
 
+def load_hf(cfg: TaskConfig, split: str) -> list[Example]:
+    return hf_task.load_hf(cfg, split)
+
+
 @dataclass(frozen=True)
 class Task:
     load: Callable[[TaskConfig, str], list[Example]]
@@ -196,6 +189,7 @@ class Task:
 TASKS: dict[str, Task] = {
     "gsm8k": Task(load_gsm8k, ("train", "test")),
     "arithmetic": Task(load_arithmetic, ("train", "test")),
+    "hf": Task(load_hf, ("train", "test")),  # task.train_split / task.test_split name them in the dataset
 }
 
 
@@ -212,6 +206,19 @@ SHOT = [
     {"role": "user", "content": "Sam has 3 kites and buys 4 more. How many kites does Sam have now?"},
     {"role": "assistant", "content": "<think>3 + 4 = 7</think><answer>7</answer>"},
 ]
+
+
+def chat_template_text(cfg: TaskConfig) -> str | None:
+    """`task.chat_template`: a Jinja template itself (it holds `{%` or `{{`), or the path of a file holding
+    one; None keeps the tokenizer's own. InputError when the file is not there."""
+    value = cfg.chat_template
+    if value is None or "{%" in value or "{{" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise InputError(f"task.chat_template={value!r} is neither a Jinja template (no {{% or {{{{ in it) nor a "
+                         "file; give the template text or the path of a .jinja file")
+    return path.read_text(encoding="utf-8")
 
 
 def messages(question: str, system_prompt: str, few_shot: bool = True) -> list[dict]:

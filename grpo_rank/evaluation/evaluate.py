@@ -8,7 +8,9 @@ told apart from learning the format.
 Decoding is explicit: every generation setting is passed (greedy, one beam, repetition penalty 1.0),
 so a model's own generation_config (Qwen2.5-Instruct ships a repetition penalty and sampling
 settings) changes nothing, and the settings used are recorded with the result. Only the stop tokens
-are the model's. Scoring is the correctness reward's checker (`rewards.judge`).
+are the model's. Scoring is `eval.scoring`'s (answers.SCORING): the correctness reward's checker
+(`rewards.judge`) for `any` and `tagged`, the math-verify library for `math_verify` (symbolic.py, in a
+worker process of its own for the length of the evaluation); the summary records which.
 
 Speed, with the same replies: the LoRA adapter is merged into the base weights for the evaluation
 (`merged`: W + s B A computed once, instead of two more products per projection and token; the
@@ -31,6 +33,7 @@ from grpo_rank.data.tasks import Example, messages
 from grpo_rank.evaluation.interval import wilson_interval
 from grpo_rank.objective.answers import counts
 from grpo_rank.objective.rewards import judge, well_formed
+from grpo_rank.objective.symbolic import MathVerify
 from grpo_rank.record.result import EvalSummary
 
 
@@ -52,17 +55,20 @@ class EvalResult:
                            ci_low=lo, ci_high=hi, parse_failures=self.parse_failures,
                            parse_failure_rate=self.parse_failures / self.n if self.n else 0.0,
                            generation=self.generation, accuracy_tagged=fraction("tagged_correct"),
-                           accuracy_any=fraction("value_correct"), well_formed_fraction=fraction("well_formed"))
+                           accuracy_any=fraction("value_correct"), well_formed_fraction=fraction("well_formed"),
+                           scoring=self.generation.get("scoring"))
 
 
-def outcome(index: int, example: Example, reply: str, scoring: str) -> dict:
-    """One question's row of eval_outcomes.jsonl: `correct` under `scoring`, and beside it the answer
-    judged under both scorings (`tagged_correct`, `value_correct`: any) and whether the reply has the
-    format reward's shape (`well_formed`)."""
-    j = judge(reply, example.answer)
+def outcome(index: int, example: Example, reply: str, scoring: str, verifier: MathVerify | None = None) -> dict:
+    """One question's row of eval_outcomes.jsonl: `correct` under `scoring` (math-verify's judgement with
+    eval.scoring=math_verify, else the strict checker's), and beside it the strict checker's answer under
+    both of its scorings (`tagged_correct`, `value_correct`: any) and whether the reply has the format
+    reward's shape (`well_formed`)."""
+    strict = judge(reply, example.answer)
+    j = verifier.judge(reply, example.answer) if verifier else strict
     return {"index": index, "id": example.id, "gold": example.answer, "prediction": j.answer, "tagged": j.tagged,
-            "parsed": j.answer is not None, "correct": counts(j, scoring), "value_correct": bool(j.correct),
-            "tagged_correct": counts(j, "tagged"), "well_formed": well_formed(reply), "reply": reply}
+            "parsed": j.answer is not None, "correct": counts(j, scoring), "value_correct": bool(strict.correct),
+            "tagged_correct": counts(strict, "tagged"), "well_formed": well_formed(reply), "reply": reply}
 
 
 def generation_settings(model, tokenizer, max_new_tokens: int) -> dict:
@@ -144,7 +150,11 @@ def evaluate(model, tokenizer, examples: list[Example], system_prompt: str, *, b
 
 
 def score(examples: list[Example], replies: list[str], scoring: str, generation: dict) -> EvalResult:
-    """Every reply judged against its question's gold answer, in question order (`outcome`)."""
-    outcomes = [outcome(i, e, reply, scoring) for i, (e, reply) in enumerate(zip(examples, replies))]
+    """Every reply judged against its question's gold answer, in question order (`outcome`); with
+    eval.scoring=math_verify in a math-verify worker process (symbolic.py), whose timeouts are recorded."""
+    with MathVerify() if scoring == "math_verify" else nullcontext() as verifier:
+        outcomes = [outcome(i, e, reply, scoring, verifier) for i, (e, reply) in enumerate(zip(examples, replies))]
+        if verifier is not None:
+            generation = {**generation, "math_verify_timeouts": verifier.timed_out}
     return EvalResult(len(examples), sum(o["correct"] for o in outcomes), sum(not o["parsed"] for o in outcomes),
                       outcomes, generation)

@@ -161,7 +161,7 @@ def parse_gold(gold: str) -> Fraction:
     return v
 
 
-def _tagged_span(text: str) -> tuple[int, int] | None:
+def tagged_span(text: str) -> tuple[int, int] | None:
     """Inside the last <answer> that is closed, up to its first </answer>: three linear scans, so
     thousands of unclosed tags cost nothing (a non-greedy regex here is quadratic)."""
     last_close = text.rfind(CLOSE)
@@ -219,7 +219,7 @@ def _shown(answer: str) -> str:
 def judge(reply: str, gold: str) -> Judgement:
     """Judge one reply against its gold answer; raises ValueError only for a gold that is not a number."""
     target = parse_gold(gold)
-    span = _tagged_span(reply)
+    span = tagged_span(reply)
     if span is not None:
         answer = reply[span[0]:span[1]].strip()
         if not answer:
@@ -242,9 +242,11 @@ def judge(reply: str, gold: str) -> Judgement:
 
 # eval.scoring -> what counts as a correct answer in evaluation
 SCORING = {"any": "the tagged answer, else the last \\boxed{}, else the last number",
-           "tagged": "only the answer inside <answer></answer> (the study's correctness reward)"}
+           "tagged": "only the answer inside <answer></answer> (the study's correctness reward)",
+           "math_verify": "the tagged answer, else the reply's final answer, by the math-verify library (symbolic.py)"}
+NUMBER_SCORING = ("any", "tagged")  # the scorers of `judge`, whose gold answers must be single numbers
 
 
 def counts(j, scoring: str) -> bool:
-    """Whether judgement `j` is a correct answer under `scoring`."""
-    return bool(j.correct and (j.tagged or scoring == "any"))
+    """Whether judgement `j` is a correct answer under `scoring` (math_verify: symbolic.MathVerify's judgement)."""
+    return bool(j.correct and (j.tagged or scoring != "tagged"))

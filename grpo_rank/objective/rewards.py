@@ -132,3 +132,6 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
     "format_partial": format_partial_reward,
     "correctness_partial": correctness_partial_reward,
 }
+# the rewards that compare with the gold answer through `judge`: a gold that is not one number is a data
+# error for them (preflight checks a dataset's golds before training with them)
+NUMBER_GOLD = frozenset({"correctness", "correctness_partial"})

@@ -3,8 +3,9 @@
 Each stage lives in its own module and returns its typed part of the job record (result.py):
 
     load      architecture (lora.sites_for),       where LoRA goes, from the model's skeleton (refused there
-              models.load, training_data          before any weights load); the model, tokenizer and data
-                                                  (prompts, or solutions for sft)
+              load_data, load_model               before any weights load); the data (prompts, or solutions for
+                                                  sft; before the model, so that a hub dataset's bad rows stop
+                                                  the job first), the model and tokenizer (task.chat_template)
     profile   profiling.profile                   S(l) and where it came from (ProfileInfo); a uniform job
                                                   whose training is the profile publishes it (train)
     allocate  allocate.plan, train.planned_params per-layer ranks (Allocation) and Params
@@ -30,14 +31,16 @@ import torch
 from grpo_rank.allocation import lora
 from grpo_rank.allocation.allocate import STRATEGIES, Bounds, plan
 from grpo_rank.allocation.importance import FULL_WEIGHT, layer_importance
-from grpo_rank.config.schema import RunConfig, check_per_reward
+from grpo_rank.config.schema import RunConfig
+from grpo_rank.config.validate import check_per_reward
 from grpo_rank.data import models
-from grpo_rank.data.tasks import load_split, prompt_dataset, solution_dataset
+from grpo_rank.data.tasks import chat_template_text, load_split, prompt_dataset, solution_dataset
 from grpo_rank.errors import one_line
 from grpo_rank.evaluation.evaluate import evaluate
 from grpo_rank.evaluation.vllm_eval import evaluate_vllm
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.pipeline import hub, tracking
+from grpo_rank.pipeline.preflight import check_golds, splits_read
 from grpo_rank.record.files import GRADS, OUTCOMES, REWARD_COLUMNS, REWARD_GRADS, write_grad_records, write_jsonl
 from grpo_rank.record.result import JobResult, Params, RuntimeInfo, TrainInfo, write_result
 from grpo_rank.record.version import code_version
@@ -74,10 +77,31 @@ def runtime_info(cfg: RunConfig, plan: ThreadPlan | None) -> RuntimeInfo:
                        dtype=rt["dtype"], vllm=rt["vllm"], code_version=code_version())
 
 
-def training_data(cfg: RunConfig):
+def training_data(cfg: RunConfig, examples=None):
     """The training split as the algorithm reads it: prompts for a rewarded one, gold solutions for sft."""
     build = prompt_dataset if ALGORITHMS[cfg.algorithm.name].rewarded else solution_dataset
-    return build(load_split(cfg.task, "train"), cfg.task.system_prompt, cfg.task.few_shot)
+    examples = load_split(cfg.task, "train") if examples is None else examples
+    return build(examples, cfg.task.system_prompt, cfg.task.few_shot)
+
+
+def load_data(cfg: RunConfig) -> dict:
+    """The splits the job reads (tasks.load_split), by name. A hub dataset's gold answers are checked here as
+    preflight checks local files' (check_golds), before any model loads."""
+    out = {split: load_split(cfg.task, split) for split in sorted(splits_read(cfg))}
+    if cfg.task.name == "hf" and not cfg.task.path:
+        for split, examples in out.items():
+            check_golds(cfg, split, [(f"task.hub_id={cfg.task.hub_id!r} {split} row {i + 1}", e)
+                                     for i, e in enumerate(examples)])
+    return out
+
+
+def load_model(cfg: RunConfig):
+    """The model and its tokenizer, with `task.chat_template` in place of the tokenizer's own when set."""
+    model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+    template = chat_template_text(cfg.task)
+    if template is not None:
+        tokenizer.chat_template = template
+    return model, tokenizer
 
 
 def architecture(cfg: RunConfig) -> tuple[object, list[lora.Site]]:
@@ -111,6 +135,7 @@ class Loaded:
     model: object | None = None
     tokenizer: object | None = None
     train_set: object | None = None
+    data: dict = field(default_factory=dict)  # the splits the job reads, by name (load_data)
 
 
 @dataclass
@@ -158,7 +183,7 @@ def run_job(cfg: RunConfig, job_dir: Path, resolved: dict | None = None,
             if STRATEGIES[cfg.strategy.name].trains:  # kept before evaluation can fail (training/adapter.py)
                 result.adapter = adapter.save(model, job_dir, adapter.card(cfg, result))
                 laps("adapter")
-            evaluate_stage(cfg, model, loaded.tokenizer, job_dir, sink, result)
+            evaluate_stage(cfg, model, loaded.tokenizer, loaded.data.get(cfg.eval.split), job_dir, sink, result)
             laps("eval")
             hub.publish(cfg, result, job_dir)  # the card gains the accuracy; hub.push=true pushes (never fails the job)
         result.status = "ok"
@@ -199,10 +224,11 @@ def load(cfg: RunConfig) -> Loaded:
     if cfg.dry_run:
         return Loaded(hf=hf, sites=sites, n_layers=n_layers)
     device.check_gpu_settings(cfg.model.quantization, cfg.model.attn_implementation)
+    data = load_data(cfg)
     log.info("loading model %s", cfg.model.name)
-    model, tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+    model, tokenizer = load_model(cfg)
     return Loaded(hf=hf, sites=sites, n_layers=n_layers, model=model, tokenizer=tokenizer,
-                  train_set=training_data(cfg))
+                  train_set=training_data(cfg, data["train"]) if "train" in data else None, data=data)
 
 
 def profile_stage(cfg: RunConfig, loaded: Loaded, job_dir: Path, sink, result: JobResult,
@@ -214,7 +240,7 @@ def profile_stage(cfg: RunConfig, loaded: Loaded, job_dir: Path, sink, result: J
     result.profile = prof.info
     records.add(prof.grads, prof.reward_grads)
     if prof.base_touched:  # the profiling phase trained this model: start the next from a clean base
-        loaded.model, loaded.tokenizer = models.load(cfg.model, cfg.cache_dir, cfg.seed)
+        loaded.model, loaded.tokenizer = load_model(cfg)
     return prof.importance
 
 
@@ -258,9 +284,10 @@ def train_stage(cfg: RunConfig, loaded: Loaded, ranks: list[int], job_dir: Path,
     return out.model
 
 
-def evaluate_stage(cfg: RunConfig, model, tokenizer, job_dir: Path, sink, result: JobResult) -> None:
-    """Greedy evaluation on the held-out split: the summary into the record, every question into OUTCOMES."""
-    test = load_split(cfg.task, cfg.eval.split)
+def evaluate_stage(cfg: RunConfig, model, tokenizer, test, job_dir: Path, sink, result: JobResult) -> None:
+    """Greedy evaluation on the held-out split (`test`, loaded with the data, or read here): the summary
+    into the record, every question into OUTCOMES."""
+    test = load_split(cfg.task, cfg.eval.split) if test is None else test
     test = test[: cfg.eval.n] if cfg.eval.n else test
     if cfg.eval.backend == "vllm":
         ev = evaluate_vllm(model, tokenizer, test, cfg)

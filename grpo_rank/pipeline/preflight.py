@@ -3,16 +3,20 @@
     from grpo_rank.pipeline.preflight import preflight
     preflight(cfg)   # after config.validate(cfg); raises InputError: one line, the field or file, the fix
 
-In order: the data files the job reads (every row of a local GSM8K file, tasks.check_split), the
-model's files and its layer count (a tiny model's config, a local folder's config.json, the GGUF file's
-metadata header, or a hub model's config.json when it is in the local hub cache), the earlier job named
-by `profile.from_run` (a readable record and gradient records that make a uniform-rank profile of this
-model), that the rank budget fits [r_min, r_max] on every layer (allocate.check_feasible), and that
-bitsandbytes is installed for `model.quantization`.
+In order: the data files the job reads (every row of a local GSM8K file or `task=hf` split,
+tasks.check_split), the gold answers of a `task=hf` split against what compares with them (`check_golds`:
+one number for eval.scoring=any|tagged and the correctness rewards, readable by math-verify for
+eval.scoring=math_verify), `task.chat_template`, the model's files and its layer count (a tiny model's
+config, a local folder's config.json, the GGUF file's metadata header, or a hub model's config.json when
+it is in the local hub cache), the earlier job named by `profile.from_run` (a readable record and
+gradient records that make a uniform-rank profile of this model), that the rank budget fits
+[r_min, r_max] on every layer (allocate.check_feasible), and that bitsandbytes is installed for
+`model.quantization`.
 
 Nothing here imports torch, transformers or datasets (run.py reports bad input before it pays for
 those imports). What cannot be known without them or a download is left to the stage that loads it:
-a hub model or dataset that is not in the local cache, whether a GPU is there for `grpo.use_vllm=true`,
+a hub model or dataset that is not in the local cache (job.py loads a hub dataset, and runs
+`check_golds` on it, before the model), whether a GPU is there for `grpo.use_vllm=true`,
 `model.quantization` or a flash attention kernel (device.use_vllm and device.check_gpu_settings raise an
 InputError then), and whether `lora.target_modules` gives a per-layer plan on this architecture (the job
 reads that off the model's skeleton before its weights load: allocation/sites.py).
@@ -28,8 +32,12 @@ from pathlib import Path
 
 from grpo_rank.allocation.allocate import STRATEGIES, AllocationError, Bounds, budget_total, check_feasible
 from grpo_rank.config.schema import RunConfig
-from grpo_rank.data.tasks import check_split
+from grpo_rank.data.tasks import Example, chat_template_text, check_split
 from grpo_rank.errors import InputError
+from grpo_rank.objective.algorithms import ALGORITHMS
+from grpo_rank.objective.answers import NUMBER_SCORING, parse_gold
+from grpo_rank.objective.rewards import NUMBER_GOLD
+from grpo_rank.objective.symbolic import MathVerify
 from grpo_rank.profiling.cache import from_run
 from grpo_rank.runtime.device import visible_gpus
 from grpo_rank.runtime.memory import DTYPE_BYTES, USABLE, Dims, device_memory, signal_bytes, signal_fits
@@ -66,12 +74,67 @@ def check_packages(cfg: RunConfig) -> None:
 
 
 def check_data(cfg: RunConfig) -> None:
+    for split in sorted(splits_read(cfg)):
+        check_golds(cfg, split, check_split(cfg.task, split))
+    check_chat_template(cfg)
+
+
+def splits_read(cfg: RunConfig) -> set[str]:
     strategy = STRATEGIES[cfg.strategy.name]
-    splits = {cfg.eval.split}
-    if strategy.trains or strategy.needs_profile:
-        splits.add("train")
-    for split in sorted(splits):
-        check_split(cfg.task, split)
+    return {cfg.eval.split} | ({"train"} if strategy.trains or strategy.needs_profile else set())
+
+
+def gold_users(cfg: RunConfig, split: str) -> tuple[list[str], list[str]]:
+    """What compares with a split's gold answers: (those that need one number, those that use math-verify)."""
+    number, symbolic = [], []
+    if split == cfg.eval.split:
+        (number if cfg.eval.scoring in NUMBER_SCORING else symbolic).append(f"eval.scoring={cfg.eval.scoring}")
+    strategy = STRATEGIES[cfg.strategy.name]
+    if split == "train" and (strategy.trains or strategy.needs_profile) and ALGORITHMS[cfg.algorithm.name].rewarded:
+        number += [f"grpo.rewards.{name}" for name in cfg.grpo.rewards if name in NUMBER_GOLD]
+    return number, symbolic
+
+
+def check_golds(cfg: RunConfig, split: str, rows: list[tuple[str, Example]]) -> None:
+    """The gold answers a job compares with, of the rows it uses (eval.n of the evaluated split,
+    task.train_size of the training one): InputError naming the row and what needs another gold."""
+    number, symbolic = gold_users(cfg, split)
+    size = cfg.eval.n if split == cfg.eval.split else cfg.task.train_size
+    rows = rows[:size] if size else rows
+    if not rows or not (number or symbolic):
+        return
+    t = cfg.task
+    source = f"task.answer_column={t.answer_column!r} with task.answer_extractor={t.answer_extractor}"
+    for where, e in rows if number else ():
+        try:
+            parse_gold(e.answer)
+        except ValueError:
+            raise InputError(f"{where}: the gold answer {e.answer!r} ({source}) is not one number, which "
+                             f"{' and '.join(number)} {'need' if len(number) > 1 else 'needs'}; use "
+                             "eval.scoring=math_verify and rewards of your own (grpo.reward_modules), or fix the "
+                             "column or extractor") from None
+    if symbolic:
+        with MathVerify() as mv:
+            for where, e in rows:
+                problem = mv.gold_problem(e.answer)
+                if problem:
+                    raise InputError(f"{where}: the gold answer {e.answer!r} ({source}): {problem}; fix the "
+                                     "column or extractor, or drop the row")
+
+
+def check_chat_template(cfg: RunConfig) -> None:
+    """`task.chat_template`: there, and Jinja that compiles (what the tokenizer will render it with)."""
+    text = chat_template_text(cfg.task)
+    if text is None:
+        return
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        ImmutableSandboxedEnvironment().parse(text)
+    except TemplateSyntaxError as exc:
+        raise InputError(f"task.chat_template: the template does not compile (line {exc.lineno}: {exc.message}); "
+                         "fix the Jinja") from None
 
 
 def model_layers(cfg: RunConfig) -> int | None:

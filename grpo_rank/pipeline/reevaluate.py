@@ -29,7 +29,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from grpo_rank.allocation.allocate import STRATEGIES
-from grpo_rank.config.schema import ConfigError, RunConfig, to_typed, validate
+from grpo_rank.config.schema import ConfigError, RunConfig, to_typed
+from grpo_rank.config.validate import validate
 from grpo_rank.data.tasks import check_split
 from grpo_rank.record.evaluation import EVAL_OUTCOMES, EvaluationRecord, evaluations_dir, write_record
 from grpo_rank.record.files import atomic_dir, write_jsonl

@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 
 from grpo_rank.config.schema import RunConfig, result_payload
+from grpo_rank.profiling.cache import code_payload
 from grpo_rank.record.result import JobIdentity, WandbInfo
-from grpo_rank.record.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,11 @@ def job_key(cfg: RunConfig) -> str:
 
 
 def identity(cfg: RunConfig, job_dir: Path) -> JobIdentity:
-    """Who the job is. `config_hash` covers every setting that changes its result and the code version, so a
-    finished job is skipped only when rerunning it would compute the same thing."""
+    """Who the job is. `config_hash` covers every setting that changes its result and the code version (with
+    the sources of the user's reward modules), so a finished job is skipped only when rerunning it would
+    compute the same thing."""
     payload = result_payload(cfg, "job")
-    config_hash = _hash({"config": payload, "code": code_version()})
+    config_hash = _hash({"config": payload, "code": code_payload(cfg)})
     no_seed = {k: v for k, v in payload.items() if k != "seed"}
     return JobIdentity(
         strategy=cfg.strategy.name, budget=cfg.budget.name, budget_fraction=cfg.budget.fraction, seed=cfg.seed,

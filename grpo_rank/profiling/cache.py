@@ -37,6 +37,7 @@ from pyarrow import ArrowException
 from grpo_rank.allocation.importance import layer_importance
 from grpo_rank.config.schema import RunConfig, result_payload
 from grpo_rank.errors import InputError
+from grpo_rank.objective.user_rewards import module_versions
 from grpo_rank.record.files import (
     GRADS,
     TRAIN_LOG,
@@ -63,7 +64,16 @@ def profile_payload(cfg: RunConfig, ranks: Sequence[int], steps: int, machine: d
     """Everything that determines a GRPO phase's gradients at `ranks` for `steps` steps."""
     return {"config": result_payload(cfg, "profile"), "ranks": [int(r) for r in ranks], "steps": int(steps),
             "runtime": machine if machine is not None else device.runtime(cfg.model.dtype, cfg.grpo.use_vllm),
-            "code": code_version()}
+            "code": code_payload(cfg)}
+
+
+def code_payload(cfg: RunConfig) -> str | dict:
+    """The code that computes a job's results, for its identity and profile key: this package's version,
+    and the sources' hashes of the user's reward modules when it has any (only then, so that the keys of
+    jobs without them stay what they were)."""
+    if not cfg.grpo.reward_modules:
+        return code_version()
+    return {"grpo_rank": code_version(), "reward_modules": module_versions(cfg.grpo.reward_modules)}
 
 
 def profile_key(cfg: RunConfig, ranks: Sequence[int], steps: int, machine: dict | None = None) -> str:

@@ -120,6 +120,10 @@ class EvalSummary:
     accuracy_any: float | None = None
     well_formed_fraction: float | None = None
 
+    # eval.scoring, the scorer that decided `correct` (answers.SCORING); None in records from before the
+    # field, whose generation["scoring"] says it
+    scoring: str | None = None
+
 
 @dataclass
 class HubInfo:

@@ -2,9 +2,7 @@
 jobs. The one reading of both, for the job-folder names (naming.py), the status (status.py), the report
 (analysis/report/discover.py) and the tests.
 
-    >>> from grpo_rank.sweep.layout import parse_overrides
-    >>> parse_overrides(["+strategy=uniform", "seed=0"])
-    {'strategy': 'uniform', 'seed': '0'}
+    >>> from grpo_rank.sweep.layout import job_folders
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpo_rank.record.files import RESULT, RUNS
+from grpo_rank.sweep.overrides import parse_overrides  # noqa: F401 - the sweep's one override parser, re-exported
 
 MULTIRUN = "multirun.yaml"
 NOT_JOBS = ("report", "wandb")  # folders the report and W&B write beside the jobs
@@ -22,15 +21,6 @@ NOT_JOBS = ("report", "wandb")  # folders the report and W&B write beside the jo
 class Expansion:
     jobs: list[list[str]]  # each job's override strings, in Hydra's launch order
     swept: set[str]  # the keys with more than one value, without their +/~ prefix
-
-
-def parse_overrides(items) -> dict[str, str]:
-    """{'strategy': 'uniform', 'seed': '0'} from Hydra override strings like '+strategy=uniform'."""
-    out = {}
-    for item in items or []:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
 
 
 def read_yaml(path: Path):

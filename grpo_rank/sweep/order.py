@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.runtime.device import local_jobs, visible_gpus
 from grpo_rank.runtime.threads import available_cores
-from grpo_rank.sweep.layout import parse_overrides
+from grpo_rank.sweep.overrides import parse_overrides
 
 LOCAL_JOBS = "grpo_rank_local_jobs"  # conf/hydra/launcher/local.yaml's n_jobs
 

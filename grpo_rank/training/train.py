@@ -26,7 +26,7 @@ from grpo_rank.allocation import lora
 from grpo_rank.allocation.allocate import STRATEGIES
 from grpo_rank.config.schema import GRPOSettings, RunConfig
 from grpo_rank.objective.algorithms import ALGORITHMS
-from grpo_rank.objective.rewards import REWARDS
+from grpo_rank.objective.user_rewards import registry
 from grpo_rank.profiling.cache import profile_key
 from grpo_rank.record.files import COMPLETIONS, TRAIN_LOG, append_jsonl, replace_phase_rows
 from grpo_rank.runtime import device, distributed
@@ -118,8 +118,10 @@ def planned_params(cfg: RunConfig, sites: Sequence[lora.Site], ranks: Sequence[i
 
 
 def reward_functions(g: GRPOSettings) -> list:
-    """The reward functions named in `grpo.rewards`, in its order (the weights follow the same order)."""
-    return [REWARDS[name] for name in g.rewards]
+    """The reward functions named in `grpo.rewards` (built-in, or of `grpo.reward_modules`), in its order
+    (the weights follow the same order)."""
+    funcs = registry(g.rewards, g.reward_modules)
+    return [funcs[name] for name in g.rewards]
 
 
 @dataclass

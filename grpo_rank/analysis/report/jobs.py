@@ -35,6 +35,7 @@ DYNAMIC = tuple(name for name, spec in STRATEGIES.items() if spec.adaptive)
 # records from before the algorithm axis ran TRL 1.16's default GRPO loss, which is dapo; also the
 # config's default
 DEFAULT_ALGORITHM = "dapo"
+DEFAULT_SCORING = "any"  # eval.scoring's default; the tables name another where a job used one
 
 
 class Arm(NamedTuple):
@@ -266,6 +267,15 @@ class Job:
         shrink while it trains (adalora) those of the ranks it kept (AdaptiveInfo.final_params)."""
         adaptive = self.result.adaptive if self.result else None
         return adaptive.final_params if adaptive is not None else self.params
+
+
+def scoring_of(job: Job) -> str:
+    """The scorer behind a job's accuracy (eval.scoring, answers.SCORING): its record says; records from
+    before EvalSummary.scoring keep it in the decoding settings, and older ones scored with `any`."""
+    ev = job.result.eval if job.result else None
+    if ev is None:
+        return ""
+    return str(ev.scoring or ev.generation.get("scoring") or DEFAULT_SCORING)
 
 
 def seed_label(job: Job) -> str:

@@ -19,7 +19,16 @@ from grpo_rank.analysis.report import capacity, rewards, trajectories
 from grpo_rank.analysis.report.definitions import ADDED_DEFINITIONS, DEFINITIONS, REWARD_DEFINITIONS
 from grpo_rank.analysis.report.figures import FIG1, FIG2
 from grpo_rank.analysis.report.gradstats import VIEWS, predicted_slope
-from grpo_rank.analysis.report.jobs import GRADIENT_AWARE, Arm, Job, active, arm_name, arms_of, rank_varies
+from grpo_rank.analysis.report.jobs import (
+    DEFAULT_SCORING,
+    GRADIENT_AWARE,
+    Arm,
+    Job,
+    active,
+    arm_name,
+    arms_of,
+    rank_varies,
+)
 from grpo_rank.analysis.report.sections import (
     VIEW_NAMES,
     View,
@@ -144,7 +153,7 @@ def table1_section(t1: list[dict], fields: list[str]) -> list[str]:
     well-formed fraction beside it, the per-run intervals, and the jobs found."""
     labels = [f.replace("_", " ") for f in fields]
 
-    def intervalcell(r: dict) -> str:
+    def interval_cell(r: dict) -> str:
         mean = _fmt(r["accuracy_mean"], 4) if r["accuracy_mean"] != "" else "n/a"
         if r["accuracy_ci95_low"] == "n/a":
             return f"{mean} n/a"
@@ -156,18 +165,22 @@ def table1_section(t1: list[dict], fields: list[str]) -> list[str]:
            "(the base model, greedy decoding) its one evaluation [Wilson]. Beside it the accuracy under scoring "
            "`tagged` and `any` and the fraction of well-formed replies, means over the same evaluations "
            "(Definitions).", ""]
+    # the scorer (eval.scoring) is a column where some job used another than the default, like the arm axes
+    scored = any(r["scoring"] not in ("", DEFAULT_SCORING) for r in t1)
     out.append(md_table(
-        [*labels, "ranks", "trainable params", "accuracy per seed", "mean [95% interval]",
+        [*labels, "ranks", "trainable params", "accuracy per seed", *(["scored by"] if scored else []),
+         "mean [95% interval]",
          "tagged / any / well-formed", "Wilson 95% per run", "study's normal-approx. ± per run (pts)", "n",
          "ok/failed/missing"],
-        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"], intervalcell(r),
+        [[*_labels(r, fields), r["rank_range"], r["trainable_params"], r["accuracy_per_seed"],
+          *([r["scoring"]] if scored else []), interval_cell(r),
           f"{_fmt(r['accuracy_tagged_mean'])} / {_fmt(r['accuracy_any_mean'])} / {_fmt(r['well_formed_mean'])}",
           r["wilson_per_run"], r["normal_half_width_per_run"], r["n_questions"],
           f"{r['n_ok']}/{r['n_failed']}/{r['n_missing']}"] for r in t1]))
     return out
 
 
-def _nullcell(idx: dict, arm: Arm, statistic: str) -> tuple[str, str]:
+def _null_cell(idx: dict, arm: Arm, statistic: str) -> tuple[str, str]:
     """(the no-effect null as 'mean [2.5%, 97.5%]', the observed value's p against it), or n/a."""
     null = idx.get((*arm, "null", "all", statistic))
     p = idx.get((*arm, "pooled", "all", f"{statistic}_null_p"))
@@ -195,8 +208,8 @@ def rank_shift_section(arms: dict[Arm, list[Job]], idx: dict, fields: list[str])
             name = f"rank_shift_pearson{v}"
             if (*a, "pooled", "all", f"{name}_independent") not in idx:
                 continue
-            same_null, same_p = _nullcell(idx, a, name)
-            ind_null, ind_p = _nullcell(idx, a, f"{name}_independent")
+            same_null, same_p = _null_cell(idx, a, name)
+            ind_null, ind_p = _null_cell(idx, a, f"{name}_independent")
             rows.append([*_labels(a, fields), VIEW_NAMES[v], cell(idx, a, name, seed="pooled"), same_null, same_p,
                          cell(idx, a, f"{name}_independent", seed="pooled"), ind_null, ind_p,
                          idx[(*a, "pooled", "all", f"{name}_independent")]["note"] or "n/a"])

@@ -23,6 +23,7 @@ from grpo_rank.analysis.report.jobs import (
     base_reference,
     deterministic,
     evaluations,
+    scoring_of,
     seed_label,
     uniform_reference,
 )
@@ -119,6 +120,8 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
             "trainable_params": "-".join(str(p) for p in (params[:1] + params[-1:] if len(params) > 1 else params)),
             "seeds": " ".join(seed_label(j) for j in done),
             "accuracy_per_seed": "; ".join(f"{seed_label(j)} {ev.accuracy:.4f}" for j, ev in evals),
+            # which eval.scoring produced them; two in one arm are not comparable, and the cell shows both
+            "scoring": "; ".join(sorted({scoring_of(j) for j, _ in evals})),
             "accuracy_mean": mean if accs else "",
             "accuracy_ci95_low": lo if len(accs) >= 2 or once else "n/a",
             "accuracy_ci95_high": hi if len(accs) >= 2 or once else "n/a",
@@ -150,7 +153,8 @@ def run_rows(jobs: list[Job]) -> list[dict]:
             "superseded_by": j.superseded_by or "", "model": j.model, "task": j.task, "strategy": j.strategy,
             "budget": j.budget, "alpha_mode": j.alpha_mode, "signal": j.signal, "algorithm": j.algorithm,
             "r": "" if j.r_uniform is None else j.r_uniform, "seed": "" if j.seed is None else j.seed,
-            "accuracy": ev.accuracy if ev else "", "correct": ev.correct if ev else "", "n": ev.n if ev else "",
+            "accuracy": ev.accuracy if ev else "", "scoring": scoring_of(j), "correct": ev.correct if ev else "",
+            "n": ev.n if ev else "",
             "wilson_low": ev.ci_low if ev else "", "wilson_high": ev.ci_high if ev else "",
             "normal_half_width": stats.normal_half_width(ev.accuracy, ev.n) if ev else "",
             "parse_failure_rate": ev.parse_failure_rate if ev else "",
