@@ -179,3 +179,30 @@ def read_csv(path: Path) -> list[dict]:
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Tripwires on every way this package loads a model or its config: bad input must be found first."""
+    from grpo_rank.data import models
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was found")
+
+    for name in ("load", "hf_config", "load_tiny", "load_hub", "load_gguf_package"):
+        monkeypatch.setattr(models, name, tripwire)
+
+
+def refused(overrides) -> str:
+    """The one line the command prints for these overrides, through the same steps as its main; fails the
+    test when they are accepted or the error is not reported as bad input."""
+    from grpo_rank.errors import error_line, one_line
+    from grpo_rank.run import prepare
+
+    try:
+        prepare(compose(*overrides))
+    except Exception as exc:  # noqa: BLE001 - the point is which kind it is
+        line = error_line(exc)
+        assert line is not None, f"not reported as bad input: {one_line(exc)}"
+        return line
+    pytest.fail(f"accepted: {list(overrides)}")

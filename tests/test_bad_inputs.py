@@ -21,13 +21,12 @@ import numpy as np
 import pytest
 
 from grpo_rank.config.schema import TaskConfig
-from grpo_rank.data import models
 from grpo_rank.data.tasks import load_split
-from grpo_rank.errors import InputError, error_line, one_line
+from grpo_rank.errors import InputError
 from grpo_rank.record.files import GRADS, RESULT, RUNS, read_jsonl, write_grad_records
 from grpo_rank.record.result import JobIdentity, JobResult, write_result
 from grpo_rank.run import prepare
-from tests.conftest import ROOT, TINY, compose, run_cli
+from tests.conftest import ROOT, TINY, compose, refused, run_cli
 
 GOOD_ROW = {"question": "Ava has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = 7\n#### 7"}
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -255,30 +254,9 @@ CASES: dict[str, Case] = {
 }
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    """Tripwires on every way this package loads a model or its config: bad input must be found first."""
-    def tripwire(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was found")
-
-    for name in ("load", "hf_config", "load_tiny", "load_hub", "load_gguf_package"):
-        monkeypatch.setattr(models, name, tripwire)
-
-
 def snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def input_error_line(overrides: list[str]) -> str:
-    """The line the command prints for these overrides, through the same steps as its main."""
-    try:
-        prepare(compose(*overrides))
-    except Exception as exc:  # noqa: BLE001 - the point is which kind it is
-        line = error_line(exc)
-        assert line is not None, f"not reported as bad input: {one_line(exc)}"
-        return line
-    pytest.fail(f"accepted: {overrides}")
 
 
 def test_the_catalogue_is_broad():
@@ -291,7 +269,7 @@ def test_bad_input_is_one_line_before_any_model_loads(name, tmp_path, no_model_l
     if case.files:
         case.files(tmp_path)
     before = snapshot(tmp_path)
-    line = input_error_line([o.replace("{tmp}", str(tmp_path)) for o in case.overrides])
+    line = refused([o.replace("{tmp}", str(tmp_path)) for o in case.overrides])
     assert "\n" not in line and line.startswith("grpo-rank: ")
     assert case.expect.replace("{tmp}", str(tmp_path)) in line
     assert snapshot(tmp_path) == before  # an earlier run's folder or a data file is only read

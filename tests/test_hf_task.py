@@ -16,9 +16,9 @@ import pytest
 from grpo_rank.data import models
 from grpo_rank.data.hf_task import EXTRACTORS, boxed
 from grpo_rank.data.tasks import gold_completion, load_split
-from grpo_rank.errors import InputError, error_line, one_line
+from grpo_rank.errors import InputError
 from grpo_rank.run import prepare
-from tests.conftest import GSM8K, compose, run_cli, typed
+from tests.conftest import GSM8K, compose, refused, run_cli, typed
 
 # A MATH-style set: the gold answer is the last \boxed{} of the worked solution, nested braces and all
 MATH = [
@@ -163,25 +163,6 @@ def test_boxed_keeps_nested_braces(text, gold):
 ])
 def test_extractors_known_answers(extractor, text, gold):
     assert EXTRACTORS[extractor][0](text) == gold
-
-
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    def tripwire(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was found")
-
-    for name in ("load", "hf_config", "load_tiny", "load_hub", "load_gguf_package"):
-        monkeypatch.setattr(models, name, tripwire)
-
-
-def refused(overrides) -> str:
-    try:
-        prepare(compose(*overrides))
-    except Exception as exc:  # noqa: BLE001 - the point is which kind it is
-        line = error_line(exc)
-        assert line is not None, f"not reported as bad input: {one_line(exc)}"
-        return line
-    pytest.fail(f"accepted: {overrides}")
 
 
 def lab_dir(train=LAB, test=LAB):

@@ -586,20 +586,24 @@ def test_an_unreadable_record_is_a_note_and_skipped(sweeps, tmp_path):
     ["model=tiny", "+lora.r=4,8", "seed=0,1", "budget.fraction=0.5,1.0"],
     ["seed=range(0,3)", "strategy=uniform,random"],  # not plain: Hydra's own parser
     ["hydra/launcher=joblib", "strategy=none", "lora.target_modules=[q_proj,v_proj]", "seed=0,1"],
+    ["strategy=proportional,uniform,random", "seed=0,1"],  # the default sweeper moves proportional last
 ])
-def test_expected_jobs_equal_hydras_basic_sweeper_for_any_syntax(args, tmp_path):
+@pytest.mark.parametrize("sweeper", ["hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                                     "hydra_plugins.grpo_rank_sweeper.ordered.OrderedSweeper"])
+def test_expected_jobs_equal_what_the_sweeper_launches(args, sweeper, tmp_path):
+    """Any override syntax, under Hydra's basic sweeper and under the default one, which launches the jobs
+    that read a profile last: the report and the status expect the jobs in the order Hydra numbers them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.utils import get_class
+
     from grpo_rank.sweep import layout
 
-    cfg = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
-                                 "params": None}, "overrides": {"task": args}}}
+    cfg = {"hydra": {"sweeper": {"_target_": sweeper, "params": None}, "overrides": {"task": args}}}
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(cfg))
     expected, why = rp.expected_jobs(tmp_path)
     assert why == ""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    hydra = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
-    assert [e["overrides"] for e in expected] == [layout.parse_overrides(ovs) for ovs in hydra]
+    launched = get_class(sweeper).split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
+    assert [e["overrides"] for e in expected] == [layout.parse_overrides(ovs) for ovs in launched]
 
 
 # --- the scaling artefact: synthetic sweeps whose scaling slope is planted -----------------------
@@ -797,22 +801,3 @@ def test_records_and_unstarted_jobs_say_their_alpha_mode(tmp_path):
     rows = {r["alpha_mode"]: (r["n_ok"], r["n_missing"]) for r in read_csv(tmp_path / "out" / "table1.csv")}
     assert rows == {"fixed": ("2", "0"), "rslora": ("1", "1"), "per_rank": ("1", "1")}
 
-
-def test_expected_jobs_follow_the_default_ordered_sweeper(tmp_path):
-    """The default sweeper launches profile readers last: the report and the status expect the jobs in that
-    order (the job numbers Hydra gives them)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra_plugins.grpo_rank_sweeper.ordered import OrderedSweeper
-
-    args = ["strategy=proportional,uniform,random", "seed=0,1"]
-    cfg = {"hydra": {"sweeper": {"_target_": "hydra_plugins.grpo_rank_sweeper.ordered.OrderedSweeper",
-                                 "params": None}, "overrides": {"task": args}}}
-    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(cfg))
-    expected, why = rp.expected_jobs(tmp_path)
-    assert why == ""
-    launched = OrderedSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
-    from grpo_rank.sweep.layout import parse_overrides
-
-    assert [e["overrides"] for e in expected] == [parse_overrides(job) for job in launched]
-    assert [e["overrides"]["strategy"] for e in expected][-2:] == ["proportional", "proportional"]

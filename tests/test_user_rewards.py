@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-from grpo_rank.errors import error_line, one_line
 from grpo_rank.objective.user_rewards import module_versions, registry
 from grpo_rank.pipeline.tracking import identity
 from grpo_rank.profiling.cache import profile_key
@@ -19,6 +18,7 @@ from grpo_rank.record.files import OUTCOMES, TRAIN_LOG, read_jsonl
 from grpo_rank.record.result import read_result
 from grpo_rank.run import prepare
 from tests.conftest import TINY, compose, typed
+from tests.conftest import refused as refused_line
 
 REWARDS_SOURCE = '''
 CALLS = []  # what TRL passed, for the test to read back
@@ -68,13 +68,7 @@ def module(tmp_path, monkeypatch):
 
 
 def refused(*overrides: str) -> str:
-    try:
-        prepare(compose(*overrides))
-    except Exception as exc:  # noqa: BLE001 - the point is which kind it is
-        line = error_line(exc)
-        assert line is not None, f"not reported as bad input: {one_line(exc)}"
-        return line
-    pytest.fail(f"accepted: {overrides}")
+    return refused_line(overrides)
 
 
 def test_a_module_function_is_a_reward_by_name(module):

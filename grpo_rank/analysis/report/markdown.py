@@ -221,16 +221,19 @@ def rank_shift_section(arms: dict[Arm, list[Job]], idx: dict, fields: list[str])
     return out
 
 
+PAIRED_INTRO = (
+    "diff = accuracy(strategy) - accuracy(reference). Per seed pair: 95% question bootstrap, b = reference "
+    "only right, c = strategy only right, exact McNemar p. Across seed pairs (the same questions, so never "
+    "pooled into one McNemar table): 95% two-level bootstrap (seeds, then questions) and the seed-level "
+    "95% t-interval, and the sign-flip permutation p over questions of the seed-averaged differences. "
+    "MDE: the smallest difference the row's test detects with 80% power at alpha 0.05 (Definitions).")
+
+
 def paired_section(paired: list[dict], fields: list[str]) -> list[str]:
     """The paired comparisons: per seed pair and across the seed pairs, each with its test and its
     minimum detectable difference."""
+    out = ["## Paired comparisons on the same questions", "", PAIRED_INTRO, ""]
     labels = [f.replace("_", " ") for f in fields]
-    out = ["## Paired comparisons on the same questions", "",
-           "diff = accuracy(strategy) - accuracy(reference). Per seed pair: 95% question bootstrap, b = reference "
-           "only right, c = strategy only right, exact McNemar p. Across seed pairs (the same questions, so never "
-           "pooled into one McNemar table): 95% two-level bootstrap (seeds, then questions) and the seed-level "
-           "95% t-interval, and the sign-flip permutation p over questions of the seed-averaged differences. "
-           "MDE: the smallest difference the row's test detects with 80% power at alpha 0.05 (Definitions).", ""]
     out.append(md_table([*labels, "reference", "seeds", "n", "acc ref", "acc strategy", "diff [95% bootstrap]",
                          "seed t-interval", "b", "c", "test", "p", "MDE (80%)"],
                         [[*_labels(r, fields), r["reference"], r["seeds"], r["n_questions"], _fmt(r["acc_reference"]),
