@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,9 @@ def test_rank_pattern_rebuilds_the_proportional_allocation(job):
     assert len(set(ranks)) > 1  # a real re-allocation, not uniform ranks
     config = adapter.read_config(job_dir)
     assert adapter.layer_ranks(config, len(ranks)) == ranks
-    assert all(config["rank_pattern"][k] == ranks[int(k.split(r"\.")[2])] for k in config["rank_pattern"])
+    # one key per layer (lora.layer_keys): the layer's escaped path and what lies below it
+    assert {int(re.search(r"layers\\\.(\d+)\(", k).group(1)): v for k, v in config["rank_pattern"].items()} == dict(
+        enumerate(ranks))
 
 
 def test_rank_pattern_of_a_random_allocation_survives_save_and_load(tmp_path):

@@ -258,7 +258,8 @@ def _drop(d: dict, dotted: set[str]) -> dict:
     for name in dotted:
         head, _, tail = name.partition(".")
         if tail:
-            d[head].pop(tail, None)
+            if head in d:  # a profile's payload keeps only some groups
+                d[head].pop(tail, None)
         else:
             d.pop(head, None)
     return d

@@ -23,7 +23,7 @@ from grpo_rank.training import fullweight
 from grpo_rank.training.fullweight import compact_rows
 from grpo_rank.training.gradnorm import GradNormProfiler
 from tests.conftest import typed
-from tests.test_full_weight import ALL7, PLAN, autograd_w_norms, batch, lora_layers, peft_model
+from tests.test_full_weight import ALL7, PLAN, autograd_w_norms, batch, lora_layers, peft_model, sites
 
 PROMPT, COMPLETION, GROUPS, COPIES = 40, 12, 2, 4
 
@@ -106,7 +106,7 @@ def test_a_grpo_batch_merges_the_shared_prompt_and_gives_autograds_norms(monkeyp
     monkeypatch.setattr(fullweight, "compact_rows", counting)
     for buffered in (True, False):
         model = peft_model(PLAN)
-        profiler = GradNormProfiler("profile", full_weight=True)
+        profiler = GradNormProfiler("profile", sites(), full_weight=True)
         profiler.attach(model)
         profiler.full_weight.buffered = buffered
         np.testing.assert_allclose(step_norms(profiler, model, (ids, mask)), expected, rtol=1e-5)
@@ -118,7 +118,7 @@ def test_a_grpo_batch_merges_the_shared_prompt_and_gives_autograds_norms(monkeyp
 def test_one_micro_batch_keeps_no_buffer_and_refuses_a_second():
     ids, mask = grpo_batch(1)
     model = peft_model(PLAN)
-    profiler = GradNormProfiler("profile", full_weight=True)
+    profiler = GradNormProfiler("profile", sites(), full_weight=True)
     profiler.attach(model)
     args = types.SimpleNamespace(gradient_accumulation_steps=1)
     profiler.on_train_begin(args, None, None)
@@ -140,7 +140,7 @@ def test_under_checkpointing_no_input_outlives_its_layers_forward():
     model = peft_model(PLAN)
     model.train()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    profiler = GradNormProfiler("profile", full_weight=True)
+    profiler = GradNormProfiler("profile", sites(), full_weight=True)
     profiler.attach(model)
     refs = []
     layer = next(iter(lora_layers(model).values()))
@@ -164,7 +164,7 @@ def test_bfloat16_accumulation_is_within_a_percent_of_float32():
     batches = [grpo_batch(seed) for seed in range(4)]
     norms = {}
     for name, dtype in (("bf16", None), ("fp32", torch.float32)):
-        profiler = GradNormProfiler("profile", full_weight=True)
+        profiler = GradNormProfiler("profile", sites(), full_weight=True)
         profiler.attach(model)
         if dtype is not None:
             profiler.full_weight.dtype = dtype

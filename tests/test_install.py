@@ -30,8 +30,9 @@ tomllib = pytest.importorskip("tomllib")
 def test_pyproject_lists_every_package_and_every_conf_folder():
     """The package list is written out (conf/ is mapped into the package), so a new folder must be added."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    code = {".".join(p.parent.relative_to(ROOT).parts) for top in ("grpo_rank", "hydra_plugins")
-            for p in (ROOT / top).rglob("__init__.py")}
+    # hydra_plugins is a namespace package (no __init__.py: Hydra's own plugins share it)
+    code = {"hydra_plugins"} | {".".join(p.parent.relative_to(ROOT).parts) for top in ("grpo_rank", "hydra_plugins")
+                                for p in (ROOT / top).rglob("__init__.py")}
     conf = {".".join(("grpo_rank", *p.relative_to(ROOT).parts)) for p in [ROOT / "conf", *(ROOT / "conf").rglob("*")]
             if p.is_dir() and p.name != "__pycache__"}
     assert set(setuptools["packages"]) == code | conf
@@ -65,7 +66,7 @@ def _copy_source(dest: Path) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, dest / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("grpo_rank", "conf"):
+    for name in ("grpo_rank", "hydra_plugins", "conf"):
         shutil.copytree(ROOT / name, dest / name, ignore=skip)
     return dest
 

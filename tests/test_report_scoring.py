@@ -7,7 +7,7 @@ import json
 
 from grpo_rank.analysis import report as rp
 from grpo_rank.analysis.report import tables
-from grpo_rank.analysis.report.markdown import render
+from grpo_rank.analysis.report.markdown import ReportData, render
 from grpo_rank.record.files import RESULT
 from tests.synthetic import make_sweep
 
@@ -32,7 +32,7 @@ def test_the_scorer_of_each_number(tmp_path):
     jobs, _ = rp.load([sweep], progress=False)
     t1 = tables.table1_rows(jobs)
     assert {r["scoring"] for r in tables.run_rows(jobs)} == {"any"}  # synthetic records predate the field
-    default_md = render(jobs, [], [sweep], t1, [], [], 0.25, 0.25, "W&B: skipped.")
+    default_md = render(ReportData(jobs, [], [sweep], t1, [], [], [], []))
     assert "scored by" not in default_md  # the default scorer goes unsaid in report.md, like the default axes
 
     for folder in folders:
@@ -44,7 +44,7 @@ def test_the_scorer_of_each_number(tmp_path):
     t1 = tables.table1_rows(jobs)
     mixed = [r for r in t1 if ";" in r["scoring"]]
     assert [r["scoring"] for r in mixed] == ["math_verify; tagged"]  # one arm pooled two scorers: both are named
-    md = render(jobs, [], [sweep], t1, [], [], 0.25, 0.25, "W&B: skipped.")
+    md = render(ReportData(jobs, [], [sweep], t1, [], [], [], []))
     header = next(line for line in md.splitlines() if "accuracy per seed" in line)
     assert "| scored by |" in header
     assert sum("| math_verify |" in line for line in md.splitlines()) == len(t1) - 1
