@@ -25,9 +25,9 @@ TINY = ["model=tiny", "profile.steps=2", "grpo.max_completion_length=8", "eval.n
         "eval.max_new_tokens=8", "task.train_size=64", "strategy=uniform", "seed=0,1,2,3", "tracking.mode=disabled",
         "grpo.save_steps=0"]
 LAUNCHERS = {
-    "job after job": [],
+    "job after job": ["hydra/launcher=basic"],
     "submitit_local": ["hydra/launcher=submitit_local"],
-    "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # what the default launcher runs on 2 cores
 }
 
 

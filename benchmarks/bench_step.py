@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from peft import LoraConfig
 from transformers import set_seed
@@ -68,12 +69,13 @@ def ours(cfg, model, tok, data, steps: int, out: Path, clock: StageClock) -> Non
     train(model, tok, data, ranks, cfg, phase="train", steps=steps, job_dir=out, callbacks=[clock])
 
 
-def run_arms(overrides: list[str], steps: int, repeats: int) -> tuple[dict[str, list[dict]], str]:
+def run_arms(overrides: list[str], steps: int, repeats: int) -> tuple[dict[str, list[dict]], str, list[int]]:
     cfgs = {"plain": _compose(overrides), "off": _compose([*overrides, "profile.full_weight=false"]),
             "on": _compose([*overrides, "profile.full_weight=true"])}
     base = cfgs["plain"]
     data = prompt_dataset(load_split(base.task, "train"), base.task.system_prompt, base.task.few_shot)
     rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    kept = [0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(repeats):
             for arm in ARMS:
@@ -86,10 +88,11 @@ def run_arms(overrides: list[str], steps: int, repeats: int) -> tuple[dict[str, 
                 with clock.installed():
                     (plain_trl if arm == "plain" else ours)(cfg, model, tok, data, steps, out, clock)
                 rows[arm] += clock.steps[1:]  # the first step warms caches and allocators up
-    return rows, base.model.name
+                kept = [a + b for a, b in zip(kept, clock.rows)]
+    return rows, base.model.name, kept
 
 
-def report(rows: dict[str, list[dict]], model: str, steps: int, repeats: int) -> None:
+def report(rows: dict[str, list[dict]], model: str, steps: int, repeats: int, kept: list[int]) -> None:
     fractions, medians = {}, {}
     for arm in ARMS:
         fractions[arm], medians[arm] = median_fractions(rows[arm])
@@ -97,12 +100,16 @@ def report(rows: dict[str, list[dict]], model: str, steps: int, repeats: int) ->
     print(f"  {'stage':18s}" + "".join(f"{arm:>9s}" for arm in ARMS))
     for stage in STAGES:
         print(f"  {stage:18s}" + "".join(f"{fractions[arm][stage]:9.1%}" for arm in ARMS))
-    print(f"  {'median step (s)':18s}" + "".join(f"{medians[arm]:9.2f}" for arm in ARMS))
+    clock = "wall" if torch.cuda.is_available() else "CPU"
+    print(f"  {f'median step ({clock} s)':18s}" + "".join(f"{medians[arm]:9.2f}" for arm in ARMS))
     hooks = fractions["on"]["full-weight"]
     ratio = medians["off"] / medians["plain"]
     prof = max(fractions["off"]["profiler"], fractions["on"]["profiler"])
     print(f"full-weight hooks: {hooks:.1%} of a step with the signal on (target <= {TARGETS['hooks']:.0%}); "
           f"signal on / off step: {medians['on'] / medians['off']:.3f}x")
+    if kept[0]:
+        print(f"full-weight products ran on {kept[1] / kept[0]:.1%} of the batch's rows (a group's shared "
+              "prompt merged)")
     print(f"grpo-rank step, signal off / plain TRL+PEFT step: {ratio:.3f}x (target <= {TARGETS['off_vs_plain']}x)")
     print(f"profiler callback: {prof:.3%} of a step (target <= {TARGETS['profiler']:.0%})")
 
@@ -116,8 +123,8 @@ def main(argv: list[str]) -> None:
             opts[k] = int(v)
         else:
             overrides.append(a)
-    rows, model = run_arms(overrides, opts["steps"], opts["repeats"])
-    report(rows, model, opts["steps"], opts["repeats"])
+    rows, model, kept = run_arms(overrides, opts["steps"], opts["repeats"])
+    report(rows, model, opts["steps"], opts["repeats"], kept)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ block (benchmark instrumentation only; the pipeline never patches TRL):
                       (the trainer's or ClipGradients), the trainer's norm log and optimizer.step
     other             the rest of the step (rewards, advantages, logging, callbacks)
 
-On a GPU every boundary synchronises the device first, so the times are the kernels' and not their launch.
+On a CPU the clock is this process's CPU time (time.process_time): on a shared machine wall time swings
+by 2x from step to step with the other processes' load, the work a stage does does not. On a GPU it is wall
+time, and every boundary synchronises the device first, so the times are the kernels' and not their launch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
+from grpo_rank.training import fullweight
 from grpo_rank.training.gradnorm import FullWeightGrads, GradNormProfiler
 
 STAGES = ("generation", "reference", "old", "forward+backward", "full-weight", "profiler", "clip+optimizer", "other")
@@ -34,7 +37,9 @@ STAGES = ("generation", "reference", "old", "forward+backward", "full-weight", "
 def _now() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter()
+        return time.perf_counter()
+    # CPU seconds of this process: the work done, which other processes sharing the cores do not inflate
+    return time.process_time()
 
 
 def _adapters_disabled(model) -> bool:
@@ -53,6 +58,7 @@ class StageClock(TrainerCallback):
         self.steps: list[dict[str, float]] = []
         self._cur: dict[str, float] = defaultdict(float)
         self._t_step = self._t_backward_end = 0.0
+        self.rows = [0, 0]  # rows of the full-weight products before and after compact_rows
 
     def _wrap(self, cls, name: str, stage_of, saved: list) -> None:
         original = getattr(cls, name)
@@ -86,9 +92,18 @@ class StageClock(TrainerCallback):
         self._wrap(FullWeightGrads, "accumulate" if hasattr(FullWeightGrads, "accumulate") else "_accumulate",
                    lambda a: "fw_backward", saved)
         self._wrap(FullWeightGrads, "norms", lambda a: "fw_norms", saved)
+        compact = fullweight.compact_rows
+
+        def counting(g, x, plan=None):
+            out = compact(g, x, plan)
+            self.rows[0] += g.shape[0]
+            self.rows[1] += out[1].shape[0]
+            return out
+        fullweight.compact_rows = counting
         try:
             yield self
         finally:
+            fullweight.compact_rows = compact
             for cls, name, original in reversed(saved):
                 setattr(cls, name, original)
 

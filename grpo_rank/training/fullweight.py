@@ -8,11 +8,11 @@ recomputes it like any activation, and without checkpointing it is the tensor Lo
 signal keeps no input alive longer than training itself does.
 
 What it costs, and why it costs no more:
-- one (rows x out x in) product per projection and micro-batch. Rows of G that are zero (padding, which no
-  loss reaches) are dropped first, and rows of X that are bitwise equal (the prompt that a group's
-  completions share: causal attention gives its positions the same hidden states in every copy) are merged,
-  their G rows summed: G^T X is the same sum with fewer terms, and on GRPO batches the product shrinks by
-  about the prompt's share of the tokens times (1 - 1/num_generations).
+- one (rows x out x in) product per projection and micro-batch, on fewer rows than the batch has: rows of X
+  that are bitwise equal (the prompt that a group's completions share: causal attention gives its positions
+  the same hidden states in every copy) are merged, their G rows summed: G^T X is the same sum with fewer
+  terms, and on GRPO batches the product shrinks by about the prompt's share of the tokens times
+  (1 - 1/num_generations). The merge plan is made once per input (q, k and v share theirs, gate and up too).
 - one micro-batch per optimizer step and one process (`buffered=False`): the norm is taken in the backward,
   no buffer is kept; else dL/dW is summed over the micro-batches (and averaged over processes, as DDP does
   for the LoRA gradients) in a buffer of the weight's own dtype (float32 under float16 weights, whose range
@@ -24,6 +24,7 @@ runtime/memory.py estimates what this needs (the device rule in pipeline/preflig
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
@@ -47,51 +48,73 @@ class _Tap(torch.autograd.Function):
 
 
 _INT_OF = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_PROBES = 4  # columns whose bit patterns fingerprint a row
 
 
 def _fingerprint(x: torch.Tensor) -> torch.Tensor:
-    """One int64 per row, equal for bitwise-equal rows: a position-weighted sum of the rows' bit patterns in
-    exact integer arithmetic (a float dot product can round equal rows apart: BLAS treats rows unevenly)."""
-    bits = x.contiguous().view(_INT_OF[x.element_size()]).to(torch.int64)
-    weights = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=torch.int64)
+    """One int64 per row, equal for bitwise-equal rows: a weighted sum of a few columns' bit patterns in exact
+    integer arithmetic (a float dot product can round equal rows apart: BLAS treats rows unevenly)."""
+    cols = torch.linspace(0, x.shape[1] - 1, min(_PROBES, x.shape[1]), device=x.device).long()
+    bits = x.index_select(1, cols).contiguous().view(_INT_OF[x.element_size()]).to(torch.int64)
+    weights = torch.tensor([1, 1 << 16, 1 << 32, 1 << 48][:bits.shape[1]], device=x.device, dtype=torch.int64)
     return (bits * weights).sum(dim=1)
 
 
-def compact_rows(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(G', X') with G'^T X' == G^T X: rows whose gradient is zero dropped, rows with bitwise-equal inputs
-    merged into their first occurrence with their gradients summed (in a fixed order, so the result is the
-    same on every run and device)."""
-    keep = (g != 0).any(dim=1)
-    if not bool(keep.all()):
-        idx = keep.nonzero().squeeze(1)
-        g, x = g.index_select(0, idx), x.index_select(0, idx)
+@dataclass
+class RowPlan:
+    """Which rows of an input X are kept (`owners`, one per set of bitwise-equal rows) and how the others'
+    gradient rows are added to their owner's, in rounds that never add twice to one row (a fixed order, so
+    the sums are the same on every run and device)."""
+
+    owners: torch.Tensor
+    rounds: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (rows, their owner's slot)
+
+    def merge(self, g: torch.Tensor) -> torch.Tensor:
+        if not self.rounds:
+            return g if self.owners.numel() == g.shape[0] else g.index_select(0, self.owners)
+        merged = g.index_select(0, self.owners)
+        for rows, slots in self.rounds:
+            merged.index_add_(0, slots, g.index_select(0, rows))
+        return merged
+
+
+def row_plan(x: torch.Tensor) -> RowPlan:
+    """The plan that merges X's bitwise-equal rows; a fingerprint of a few columns finds candidates in one
+    pass, and only rows equal to their candidate in every column merge."""
     n = x.shape[0]
-    if n < 2:
-        return g, x
-    _, group = torch.unique(_fingerprint(x), return_inverse=True)
     rows = torch.arange(n, device=x.device)
-    first = torch.full((n,), n, device=x.device, dtype=rows.dtype).scatter_reduce_(0, group, rows, "amin")
-    rep = first[group]
-    same = (x == x.index_select(0, rep)).all(dim=1)
-    rep = torch.where(same, rep, rows)
-    owners = (rep == rows).nonzero().squeeze(1)
-    if owners.numel() == n:
-        return g, x
-    slot = torch.empty(n, device=x.device, dtype=rows.dtype)
-    slot[owners] = torch.arange(owners.numel(), device=x.device)
-    slot = slot[rep]  # each row's place among the merged rows
-    merged = g.index_select(0, owners).clone()
-    others = (rep != rows).nonzero().squeeze(1)
-    # the k-th duplicate of every group is added in round k: no two adds hit one row in a round
-    order = others[torch.argsort(slot[others], stable=True)]
-    starts = torch.ones_like(order, dtype=torch.bool)
-    starts[1:] = slot[order][1:] != slot[order][:-1]
-    pos = torch.arange(order.numel(), device=x.device)
+    if n < 2:
+        return RowPlan(rows)
+    _, group = torch.unique(_fingerprint(x), return_inverse=True)
+    first = torch.full((n,), n, device=x.device, dtype=rows.dtype).scatter_reduce_(0, group, rows, "amin")[group]
+    cand = (first != rows).nonzero().squeeze(1)
+    if cand.numel() == 0:
+        return RowPlan(rows)
+    same = (x.index_select(0, cand) == x.index_select(0, first[cand])).all(dim=1)
+    others, reps = cand[same], first[cand][same]
+    if others.numel() == 0:
+        return RowPlan(rows)
+    keep = torch.ones(n, device=x.device, dtype=torch.bool)
+    keep[others] = False
+    owners = keep.nonzero().squeeze(1)
+    slot = torch.cumsum(keep, 0) - 1  # an owner's place among the owners
+    slots = slot[reps]
+    # the k-th repeat of every owner is added in round k
+    order = torch.argsort(slots, stable=True)
+    others, slots = others[order], slots[order]
+    starts = torch.ones_like(slots, dtype=torch.bool)
+    starts[1:] = slots[1:] != slots[:-1]
+    pos = torch.arange(slots.numel(), device=x.device)
     rank = pos - torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=0).values
-    for k in range(int(rank.max()) + 1):
-        these = order[rank == k]
-        merged.index_add_(0, slot[these], g.index_select(0, these))
-    return merged, x.index_select(0, owners)
+    rounds = [(others[rank == k], slots[rank == k]) for k in range(int(rank.max()) + 1)]
+    return RowPlan(owners, rounds)
+
+
+def compact_rows(g: torch.Tensor, x: torch.Tensor, plan: RowPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G', X') with G'^T X' == G^T X and fewer rows: X's bitwise-equal rows merged, their gradient rows
+    summed. `plan`: row_plan(x), when the caller has it already (q, k and v share their input)."""
+    plan = plan or row_plan(x)
+    return plan.merge(g), (x if plan.owners.numel() == x.shape[0] else x.index_select(0, plan.owners))
 
 
 def buffer_dtype(weight_dtype: torch.dtype) -> torch.dtype:
@@ -111,6 +134,7 @@ class FullWeightGrads:
         self.enabled = True  # off while passes that are not the step's run (reward_split's extra passes)
         self._norms: torch.Tensor | None = None  # unbuffered: this step's norms
         self._seen: set[int] = set()
+        self._plan: tuple[torch.Tensor, RowPlan] | None = None  # the last input's row plan (q, k, v share one)
 
     @contextmanager
     def paused(self):
@@ -136,7 +160,13 @@ class FullWeightGrads:
 
     def accumulate(self, i: int, x: torch.Tensor, g: torch.Tensor) -> None:
         """Layer i's dL/dW from one micro-batch: into its buffer, or straight to its norm."""
-        g2, x2 = compact_rows(g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1]))
+        x2 = x.reshape(-1, x.shape[-1])
+        # the plan is kept with its tensor: while it is alive its memory cannot be reused by another input
+        if self._plan is None or not (self._plan[0] is x or (self._plan[0].data_ptr() == x.data_ptr() and
+                                                             self._plan[0].shape == x.shape and
+                                                             self._plan[0]._version == x._version)):
+            self._plan = (x, row_plan(x2))
+        g2, x2 = compact_rows(g.reshape(-1, g.shape[-1]), x2, self._plan[1])
         if self.buffered:
             dtype = self.dtype or buffer_dtype(self.layers[i].base_layer.weight.dtype)
             if i not in self.sums:
@@ -153,6 +183,7 @@ class FullWeightGrads:
 
     def norms(self, like: torch.Tensor) -> torch.Tensor:
         """This step's ||dL/dW|| per layer in attach order (0 where no gradient flowed); resets for the next."""
+        self._plan = None
         out = torch.zeros(len(self.layers), dtype=torch.float32, device=like.device)
         if not self.buffered:
             if self._norms is not None and self._seen:
