@@ -41,17 +41,19 @@ test: setup ## lint (ruff) and the default test suite (what CI runs)
 test-slow: setup ## the slow tests: real SmolLM2 steps, the 9-job sweep, the sweep on Slurm, 2-process jobs (local-slurm.sh start first)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: setup ## speed and memory, as ratios measured in one run: a step's stages, the full-weight signal's memory, answer checker, report at scale, parallel jobs
+bench: setup ## speed and memory, as ratios measured in one run: a step's stages, the full-weight signal's memory, answer checker, report at scale, parallel jobs, glibc's allocator
 	$(PY) -m benchmarks.bench_answers
 	$(PY) -m benchmarks.bench_report
 	$(PY) -m benchmarks.bench_parallel
 	$(PY) -m benchmarks.bench_memory
+	$(PY) -m benchmarks.bench_malloc
 	$(PY) -m benchmarks.bench_step $(ARGS)
 
 bench-quick: setup ## the same benchmarks at smoke size (a few minutes)
 	$(PY) -m benchmarks.bench_answers
 	$(PY) -m benchmarks.bench_report --jobs 3 30 --steps 100
 	$(PY) -m benchmarks.bench_memory --models tiny
+	$(PY) -m benchmarks.bench_malloc --repeats 1 model=tiny
 	$(PY) -m benchmarks.bench_step model=tiny steps=3
 
 report: setup ## cross-run report of the newest sweep (or SWEEP=multirun/<date>/<time>)

@@ -16,6 +16,7 @@ import importlib
 import sys
 
 from grpo_rank.errors import EXIT_INPUT
+from grpo_rank.runtime import malloc
 
 # command -> (module, its entry point taking the remaining arguments, what it does)
 COMMANDS = {
@@ -24,6 +25,8 @@ COMMANDS = {
     "status": ("grpo_rank.status", "main", "where a sweep stands, one line per job"),
     "evaluate": ("grpo_rank.evaluate", "main", "evaluate a finished job again, without training"),
 }
+# the commands that train or generate start again with glibc's allocator set (runtime/malloc.py)
+TUNED = ("run", "evaluate")
 
 
 def usage() -> str:
@@ -33,11 +36,14 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_console = argv is None  # the installed command itself, not a caller in this process
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_INPUT
     name, rest = argv[0], argv[1:]
+    if from_console and name in TUNED:
+        malloc.restart_tuned()
     if name not in COMMANDS:
         print(f"grpo-rank: unknown command {name!r}; use one of {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_INPUT

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from grpo_rank.errors import EXIT_INPUT, InputError, one_line
 from grpo_rank.pipeline.reevaluate import prepare, run, thread_plan
-from grpo_rank.runtime import threads
+from grpo_rank.runtime import malloc, threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,4 +53,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    malloc.restart_tuned()  # as a job's process (runtime/malloc.py)
     sys.exit(main())

@@ -37,7 +37,7 @@ from grpo_rank.config.validate import validate
 from grpo_rank.errors import InputError, one_line, run_cli, traceback_requested
 from grpo_rank.pipeline.preflight import fit_full_weight, preflight
 from grpo_rank.pipeline.tracking import identity, job_key
-from grpo_rank.runtime import threads
+from grpo_rank.runtime import malloc, threads
 from grpo_rank.sweep import (
     naming,  # importing naming registers the job-folder resolver conf/config.yaml uses
     order,  # noqa: F401 - registers the default launcher's jobs-at-once resolver
@@ -163,4 +163,5 @@ def command(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    malloc.restart_tuned()  # glibc kept from paying page faults for every step's tensors (runtime/malloc.py)
     run_cli(main)  # Hydra's own composition errors, too, as one line and exit status 2

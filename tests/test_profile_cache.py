@@ -109,7 +109,8 @@ PARALLEL = [*TINY, "strategy=proportional", "budget=full,reduced70", "lora.r_max
 
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory, cache_dir):
-    """Four jobs that need the same profile, started at once by the joblib launcher."""
+    """Four jobs that need the same profile, started at once by the joblib launcher. Slow (make test-slow):
+    the default run has compute-once in test_concurrent_workers_compute_a_profile_once_and_read_the_same_bytes."""
     root = tmp_path_factory.mktemp("parallel")
     proc = run_cli(["grpo_rank.run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *PARALLEL,
                     f"hydra.sweep.dir={root}/sweep"], cwd=root)
@@ -117,6 +118,7 @@ def parallel(tmp_path_factory, cache_dir):
     return root, proc
 
 
+@pytest.mark.slow
 def test_parallel_jobs_share_one_profile_computation(parallel):
     root, _ = parallel
     folders = job_folders(root / "sweep")
@@ -138,6 +140,7 @@ def test_parallel_jobs_share_one_profile_computation(parallel):
         assert [r["step"] for r in read_jsonl(path / "train_log.jsonl") if r["phase"] == "profile"] == [1, 2]
 
 
+@pytest.mark.slow
 def test_same_budget_gets_the_same_allocation_from_the_shared_profile(parallel):
     root, _ = parallel
     by_budget: dict[tuple, list] = {}
@@ -148,12 +151,14 @@ def test_same_budget_gets_the_same_allocation_from_the_shared_profile(parallel):
     assert len({tuple(v[0]) for v in by_budget.values()}) == 1  # one profile, one importance
 
 
+@pytest.mark.slow
 def test_parallel_sweep_prints_one_line_per_job(parallel):
     _, proc = parallel
     lines = summary_lines(proc.stdout)
     assert len(lines) == 4 and all(v.startswith("finished: accuracy") for v in lines.values()), proc.stdout
 
 
+@pytest.mark.slow
 def test_corrupt_cache_entry_is_recomputed_by_the_next_job(parallel):
     root, _ = parallel
     cache = root / "multirun" / ".profiles"

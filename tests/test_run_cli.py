@@ -184,6 +184,8 @@ def test_wandb_dashboard_names_only_what_the_runs_log(sweep, tmp_path):
     assert names["columns"] <= set(table["columns"]) and len(table["data"]) > 0
 
 
+# slow (make test-slow): the default run grows a sweep in test_sweep's grown-sweep test
+@pytest.mark.slow
 def test_relaunch_with_one_more_seed_runs_only_the_new_jobs(tiny_sweep, tmp_path):
     sweep_dir = copy_tiny_sweep(tiny_sweep, tmp_path / "copy")
     before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}

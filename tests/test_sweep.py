@@ -108,7 +108,9 @@ def test_new_settings_are_typed():
     assert (cfg.force, cfg.grpo.save_steps, cfg.profile.cache_dir) == (True, 5, "/tmp/p")
 
 
-# ---- real sweeps of the tiny model
+# ---- real sweeps of the tiny model. Those on the failing sweep and the aborted launcher are slow (make
+# test-slow, in CI) to keep the default run within 8 minutes; test_bad_inputs' dry-run sweep keeps a failed
+# job in a sweep in the default run.
 
 FAILING = [*TINY, "strategy=uniform", "model.tiny.num_heads=3,4", "tracking.mode=disabled"]
 BAD_JOB, OK_JOB = "model.tiny.num_heads-3", "model.tiny.num_heads-4"
@@ -129,6 +131,7 @@ def failing(tmp_path_factory, cache_dir):
     return root / "sweep", first, second, forced, mtimes
 
 
+@pytest.mark.slow
 def test_one_failing_job_does_not_lose_the_others(failing):
     sweep, first, _, _, _ = failing
     assert first.returncode == 1
@@ -140,6 +143,7 @@ def test_one_failing_job_does_not_lose_the_others(failing):
     assert "1 of 2 jobs did not finish" in first.stderr
 
 
+@pytest.mark.slow
 def test_rerun_skips_the_finished_job_and_reruns_the_failed_one(failing):
     sweep, _, second, _, mtimes = failing
     assert second.returncode == 1  # the failed job ran again, and failed again
@@ -153,6 +157,7 @@ def test_rerun_skips_the_finished_job_and_reruns_the_failed_one(failing):
         "started", "failed", "started", "failed"]
 
 
+@pytest.mark.slow
 def test_the_sweep_status_is_printed_when_the_launcher_aborts(tmp_path):
     """A relaunch with one more seed whose launcher fails before any job runs (Slurm refuses the
     partition, or there is no Slurm here): Hydra never ends the multirun, and the sweep's status is
@@ -173,6 +178,7 @@ def test_the_sweep_status_is_printed_when_the_launcher_aborts(tmp_path):
     assert out[start + 4].strip().startswith("total 3 jobs:") and "1 not started" in out[start + 4]
 
 
+@pytest.mark.slow
 def test_force_reruns_a_finished_job(failing):
     sweep, _, _, forced, mtimes = failing
     assert summary_lines(forced.stdout)[OK_JOB].startswith("finished")
@@ -180,6 +186,7 @@ def test_force_reruns_a_finished_job(failing):
     assert read_jsonl(sweep / OK_JOB / RUNS)[-1]["event"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_finished_job_with_another_config_is_not_skipped(failing, tmp_path):
     sweep, *_ = failing
     job = read_result(sweep / OK_JOB)
@@ -189,6 +196,7 @@ def test_a_finished_job_with_another_config_is_not_skipped(failing, tmp_path):
 
 @pytest.mark.parametrize("content", ["null", "[]", '{"job": "x"}', '{"status": "ok"}', "{trunc", "",
                                      '{"schema_version": 99, "status": "ok"}'])
+@pytest.mark.slow
 def test_a_damaged_record_is_set_aside_and_the_job_reruns(failing, tmp_path, content, capsys):
     sweep, *_ = failing
     job_dir = tmp_path / "job"
