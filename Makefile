@@ -26,10 +26,11 @@ setup: .venv/.ready ## create .venv with the CPU build of torch, this package an
 sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline, two jobs at a time
 	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
 
-study: setup ## the CPU study (experiment=cpu_study: 5 arms x 3 seeds + 2 rsLoRA arms, ~2.4 h on 2 cores) and its report in docs/cpu_study
-	$(STUDY_RUN) strategy=none,uniform,proportional,random,shuffled seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
-	$(STUDY_RUN) strategy=uniform,proportional seed=0,1,2 lora.alpha_mode=rslora hydra.sweep.dir=$(STUDY)/rslora $(ARGS)
-	$(PY) -m grpo_rank.report $(STUDY)/fixed $(STUDY)/rslora --out docs/cpu_study --no-wandb
+study: setup ## the CPU study v2 (experiment=cpu_study: the base model once, uniform/proportional/random x 3 seeds under fixed and per_rank alpha; ~3 h on 2 cores) and its report in docs/cpu_study
+	$(STUDY_RUN) strategy=none seed=0 hydra.sweep.dir=$(STUDY)/base $(ARGS)
+	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
+	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 lora.alpha_mode=per_rank hydra.sweep.dir=$(STUDY)/per_rank $(ARGS)
+	$(PY) -m grpo_rank.report $(STUDY)/base $(STUDY)/fixed $(STUDY)/per_rank --out docs/cpu_study --no-wandb
 
 run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change
 	$(PY) -m grpo_rank.run $(ARGS)

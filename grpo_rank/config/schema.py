@@ -148,7 +148,9 @@ class GRPOSettings:
     grad_accum: int = setting(1, valid=COUNT)
     beta: float = setting(0.05, valid=at_least(0))
     learning_rate: float = setting(5e-5, valid=above(0))
-    max_completion_length: int = setting(48, valid=COUNT)
+    # the demo's: a finished reply to the arithmetic task takes ~15-25 tokens; at 48, a third to a half of the
+    # demo's completions ran on to the limit, generating tokens for a reply that was cut off anyway
+    max_completion_length: int = setting(32, valid=COUNT)
     max_grad_norm: float = setting(1.0, valid=at_least(0))
     temperature: float = setting(1.0, valid=above(0))
     # reward name (rewards.REWARDS, or a function of grpo.reward_modules) -> weight; the set comes from the
@@ -193,8 +195,10 @@ class ProfileSettings:
 class EvalSettings:
     split: str = setting("test", JOB_ONLY)  # one of the task's splits (tasks.TASKS[...].splits)
     n: int | None = setting(32, JOB_ONLY, valid=COUNT)  # None: the whole split
-    batch_size: int = setting(32, JOB_ONLY, valid=COUNT)
-    max_new_tokens: int = setting(64, JOB_ONLY, valid=COUNT)
+    # greedy generation runs a batch until its longest reply ends: smaller batches stop with their own replies
+    # (the demo's 32 questions: one rambling reply kept all 32 generating to the limit)
+    batch_size: int = setting(8, JOB_ONLY, valid=COUNT)
+    max_new_tokens: int = setting(48, JOB_ONLY, valid=COUNT)  # room beyond training's 32 for a longer reply
     # what counts as correct (answers.SCORING): `tagged` is the study's correctness reward; `any` also
     # takes an untagged final number (the demo); `math_verify`, any math answer (symbolic.py)
     scoring: str = setting("any", JOB_ONLY, valid=OneOf(lambda: list(SCORING), "scoring"))
