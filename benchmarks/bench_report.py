@@ -30,7 +30,7 @@ CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from grpo_rank.report import build
+from grpo_rank.analysis.report.cli import build
 t1 = time.perf_counter()
 rep = build([Path(sys.argv[1])], Path(sys.argv[2]), use_wandb=False, progress=False)
 t2 = time.perf_counter()
