@@ -50,14 +50,14 @@ def _setup(overrides: list[str], dtype=None):
     model, _ = models.load(cfg.model, cfg.cache_dir, cfg.seed)
     if dtype is not None:
         model = model.to(dtype)
-    sites = lora.find_sites(model, cfg.lora.target_modules)
-    peft = get_peft_model(model, lora.lora_config(sites, [cfg.lora.r] * lora.num_layers(model.config), cfg.lora))
+    sites = lora.sites_for(model, cfg.lora)
+    peft = get_peft_model(model, lora.lora_config(sites, [cfg.lora.r] * lora.num_layers(sites), cfg.lora))
     with torch.no_grad():  # B as if trained, so that gradients reach A too
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(0))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg, peft.to(device), model.config.vocab_size, device
+    return cfg, peft.to(device), model.config.vocab_size, device, sites
 
 
 def _batches(vocab: int, parts: int, device: str, seed: int = 0):
@@ -83,11 +83,11 @@ def measure(overrides: list[str], arm: str) -> dict:
 
     from grpo_rank.training.gradnorm import GradNormProfiler
 
-    cfg, model, vocab, device = _setup(overrides)
+    cfg, model, vocab, device, sites = _setup(overrides)
     model.train()
     if arm.startswith("ckpt"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    profiler = GradNormProfiler("train", full_weight="on" in arm.split("-"))
+    profiler = GradNormProfiler("train", sites=sites, full_weight="on" in arm.split("-"))
     profiler.attach(model)
     if profiler.full_weight is not None:
         profiler.full_weight.buffered = arm in ("on-2", "on-fp32buffer")
@@ -118,11 +118,11 @@ def bf16_error(overrides: list[str]) -> float:
 
     from grpo_rank.training.gradnorm import GradNormProfiler
 
-    cfg, model, vocab, device = _setup(overrides, dtype=torch.bfloat16)
+    cfg, model, vocab, device, sites = _setup(overrides, dtype=torch.bfloat16)
     batches = _batches(vocab, 4, device, seed=1)
     rows = {}
     for name, dtype in (("bf16", None), ("fp32", torch.float32)):
-        profiler = GradNormProfiler("train", full_weight=True)
+        profiler = GradNormProfiler("train", sites=sites, full_weight=True)
         profiler.attach(model)
         profiler.full_weight.dtype = dtype
         for ids in batches:

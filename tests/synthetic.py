@@ -297,7 +297,7 @@ def _record(spec: Spec, moving: np.ndarray | None) -> JobResult:
               "budget": {"name": "full", "fraction": 1.0}, "seed": spec.seed,
               **({"algorithm": {"name": spec.algorithm}} if spec.algorithm is not None else {}),
               "lora": {"r": spec.r, "alpha": ALPHA, "alpha_mode": spec.alpha_mode, "target_modules": list(spec.modules)},
-              "profile": {"signal": "lora", "full_weight": spec.full_weight},
+              "profile": {"signal": "lora", "full_weight": spec.full_weight}, "grpo": {"steps": spec.steps},
               "tracking": {"project": "grpo-rank-synthetic", "entity": None, "mode": "auto"}}
     return JobResult(status=spec.status, job=ident, config=config,
                      allocation=Allocation(ranks=list(ranks), total=sum(ranks), budget_total=total if ranks else 0,

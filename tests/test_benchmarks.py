@@ -6,6 +6,8 @@ a test's). A benchmark that no longer imports what it times fails here, not in s
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import ROOT, run_cli
 
 
@@ -22,3 +24,19 @@ def test_the_allocator_benchmark_compares_both_arms_on_the_tiny_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tuned / glibc training time:" in proc.stdout
     assert "gradient records equal to the bit: True" in proc.stdout  # the allocator changes no number
+
+
+@pytest.mark.slow
+def test_the_memory_benchmark_measures_every_arm_on_the_tiny_model(tmp_path):
+    proc = run_cli(["benchmarks.bench_memory", "--models", "tiny"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arm in ("off", "on", "off-2", "on-2", "on-fp32buffer", "ckpt-off", "ckpt-on"):
+        assert f"\n  {arm} " in proc.stdout, proc.stdout
+    assert "largest relative norm difference" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_step_benchmark_prints_the_stages_and_its_targets(tmp_path):
+    proc = run_cli(["benchmarks.bench_step", "model=tiny", "steps=2", "repeats=1"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "full-weight hooks:" in proc.stdout and "signal off / plain TRL+PEFT step:" in proc.stdout

@@ -494,17 +494,19 @@ def same(new, old, where: str) -> None:
         assert new == old and type(new) is type(old), f"{where}: {new!r} != {old!r}"
 
 
-ADDED = ("algorithm", "r")  # the arm fields added since the golden (jobs.Arm)
+ADDED = ("algorithm", "r", "steps")  # the arm fields added since the golden (jobs.Arm)
 
 
 def without_added(rows: list[dict], where: str) -> list[dict]:
     """The rows without the columns added since the golden, once every row is seen to hold them with
-    one value across the scenario: algorithm the default, dapo; r the sweep's one lora.r, and none for
-    the base model (None in an arm's columns, "" in runs.csv's)."""
+    one value across the scenario: algorithm the default, dapo; r and steps the sweep's one lora.r and
+    grpo.steps, and none for the base model (None in an arm's columns, "" in runs.csv's)."""
     assert all(c in r for r in rows for c in ADDED), where
     assert {r["algorithm"] for r in rows} <= {"dapo"}, where
     assert len({r["r"] for r in rows if r["strategy"] != "none"}) <= 1, where
     assert {r["r"] for r in rows if r["strategy"] == "none"} <= {None, ""}, where
+    assert len({r["steps"] for r in rows if r["strategy"] != "none"}) <= 1, where  # grpo.steps likewise
+    assert {r["steps"] for r in rows if r["strategy"] == "none"} <= {None, ""}, where
     # the scorer column of Table 1 and runs.csv (eval.scoring): every golden job was scored by `any`
     assert {r["scoring"] for r in rows if "scoring" in r} <= {"any", ""}, where
     return [{k: v for k, v in r.items() if k not in (*ADDED, "scoring")} for r in rows]

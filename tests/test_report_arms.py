@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from grpo_rank.analysis import report as rp
-from grpo_rank.analysis.report.jobs import Arm, Job, arm_name, base_reference, uniform_reference
+from grpo_rank.analysis.report.jobs import (
+    Arm,
+    Job,
+    arm_name,
+    base_reference,
+    shorter_reference,
+    uniform_reference,
+    varying,
+)
 from grpo_rank.analysis.report.markdown import label_fields
 from grpo_rank.analysis.report.tables import fmt, table1_rows
 from grpo_rank.analysis.report.wandb_mirror import summary_values
@@ -141,7 +149,7 @@ def test_jobs_without_a_record_join_the_arm_of_their_algorithm(tmp_path):
                         algorithms=("sft",), lora_rs=(4,), alpha_modes=("fixed",), unfinished=(1,), **SMALL)
     (single / "multirun.yaml").unlink()
     jobs, _ = rp.load([single], progress=False)
-    assert [j.arm for j in jobs] == [Arm("synthetic", "arithmetic", "uniform", "full", "fixed", "lora", "sft", 4)] * 2
+    assert [j.arm for j in jobs] == [Arm("synthetic", "arithmetic", "uniform", "full", "fixed", "lora", "sft", 4, 4)] * 2
     assert [j.status for j in jobs] == ["ok", "missing"]
 
 
@@ -161,8 +169,8 @@ def test_arm_fields_references_and_names():
     assert uniform_reference({prop: [], job("uniform", "sft", 8).arm: []}, prop) is None  # nor across lora.r
     assert base_reference(arms, prop) == Arm("m", "t", "none", "full")
     assert arm_name(prop) == "proportional/full (algorithm=sft)"
-    assert arm_name(prop, show_r=True) == "proportional/full (algorithm=sft, r=4)"
-    assert arm_name(job("uniform", r=2).arm, show_r=True) == "uniform/full (r=2)"
+    assert arm_name(prop, show={"r"}) == "proportional/full (algorithm=sft, r=4)"
+    assert arm_name(job("uniform", r=2).arm, show={"r"}) == "uniform/full (r=2)"
     # lora.r is a column where arms differ in it, the algorithm where one is not dapo
     assert label_fields([job("uniform", r=8).arm, job("random", r=8).arm, job("none").arm]) == [
         "model", "task", "strategy", "budget"]
@@ -177,3 +185,34 @@ def test_wandb_summary_keys_name_r_only_where_it_varies(capacity, algorithms):
                     "accuracy/uniform_full_per_rank_grpo_r4"}
     keys = set(summary_values(table1_rows(algorithms[1].jobs), []))
     assert keys == {f"accuracy/{s}_full_per_rank_{a}" for s in ("uniform", "proportional") for a in ("grpo", "sft")}
+
+
+def test_a_training_length_sweep_compares_each_arm_with_its_shorter_self(tmp_path):
+    """uniform and proportional trained 4 and 8 steps (two sweeps, 2 seeds each, the same questions): four arms,
+    told apart by grpo.steps in the tables, and each 8-step arm paired with its 4-step self per seed and across
+    seeds, beside each proportional arm against the uniform arm of its length."""
+    sweeps = [make_sweep(tmp_path / "multirun" / "d" / f"s{steps}", jobs=4, strategies=("uniform", "proportional"),
+                         alpha_modes=("fixed",), steps=steps, layers=4, modules=2, n_questions=20)
+              for steps in (4, 8)]
+    rp.build(sweeps, tmp_path / "out", use_wandb=False, progress=False)
+    t1 = [(r["strategy"], r["steps"]) for r in read_csv(tmp_path / "out" / "table1.csv")]
+    assert t1 == [("uniform", "4"), ("uniform", "8"), ("proportional", "4"), ("proportional", "8")]
+    paired = read_csv(tmp_path / "out" / "paired.csv")
+    refs = {(r["strategy"], r["steps"], r["reference"]) for r in paired if r["n_pairs"] != "1"}
+    assert refs == {("uniform", "8", "uniform/full (steps=4)"), ("proportional", "8", "proportional/full (steps=4)"),
+                    ("proportional", "4", "uniform/full (steps=4)"), ("proportional", "8", "uniform/full (steps=8)")}
+    longer = [r for r in paired if r["reference"] == "uniform/full (steps=4)"]
+    assert [r["seeds"] for r in longer][:2] == ["s0 vs s0", "s1 vs s1"]  # the same seed's shorter run
+
+
+def test_shorter_reference_is_the_longest_shorter_length_of_the_same_arm():
+    def arm(strategy, steps, r=8):
+        return Arm("m", "t", strategy, "full", r=r, steps=steps)
+
+    arms = {a: [] for a in (arm("uniform", 5), arm("uniform", 10), arm("uniform", 20), arm("uniform", 10, r=4),
+                            arm("random", 10))}
+    assert shorter_reference(arms, arm("uniform", 20)) == arm("uniform", 10)
+    assert shorter_reference(arms, arm("uniform", 5)) is None
+    assert shorter_reference(arms, arm("random", 10)) is None  # never another strategy or lora.r
+    assert varying(arms) == {"r", "steps"} and varying([arm("uniform", 5), arm("random", 5)]) == frozenset()
+    assert arm_name(arm("uniform", 20), show={"steps"}) == "uniform/full (steps=20)"

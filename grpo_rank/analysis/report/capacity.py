@@ -31,8 +31,8 @@ from grpo_rank.analysis.report.jobs import (
     arms_of,
     deterministic,
     evaluations,
-    rank_varies,
     seed_label,
+    varying,
 )
 from grpo_rank.analysis.report.tables import arm_labels, fmt, interval, md_table
 from grpo_rank.objective.algorithms import ALGORITHMS
@@ -151,7 +151,7 @@ def figure3(points: list[ArmPoints], path: Path) -> None:
     fig = stacked_figure(len(panels))
     if not panels:
         empty_figure(fig, "no trained arm with an evaluation and a trainable-parameter count")
-    show_r = rank_varies([p.arm for p in points])
+    show = varying([p.arm for p in points])
     for i, (panel, mine) in enumerate(panels.items()):
         ax = fig.add_subplot(len(panels), 1, i + 1)
         ax.set_xscale("log")
@@ -173,7 +173,7 @@ def figure3(points: list[ArmPoints], path: Path) -> None:
         for k, p in enumerate(others):
             # the panel's title names its algorithm and alpha mode: the label need not
             label = arm_name(p.arm._replace(algorithm=DEFAULT_ALGORITHM, alpha_mode=Arm._field_defaults["alpha_mode"]),
-                             show_r)
+                             show)
             _draw(ax, [p], f"C{(k + 1) % 10}", "sDv^<>P*Xh"[k % 10], label, line=False)
         # the x range by hand: matplotlib collapses a log axis whose error bars all sit at one count
         xs = np.concatenate([p.params for p in mine])

@@ -108,22 +108,25 @@ DEFINITIONS = """\
   once); from the job's record (eval.accuracy_tagged, eval.accuracy_any, eval.well_formed_fraction),
   else each reply of eval_outcomes.jsonl judged again (n/a without replies). Table 1: means over the
   arm's evaluations. Tagged minus any is what the format alone costs.
-- **paired tests** (same questions, matched by question id). A strategy seed is paired with the
-  reference's same seed; a deterministic reference (the base model) is its one evaluation for every
-  seed. **Per seed pair**: b = questions only the reference got right, c = questions only the strategy
-  got right; exact McNemar p = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2) (statsmodels);
-  the accuracy difference (strategy - reference) with a 95% percentile bootstrap interval resampling
-  questions (10,000 resamples, seed 0). **Across the S >= 2 seed pairs**, on the n questions every pair
-  answered (seed pairs share their questions, so their tables are never summed into one McNemar test):
-  x_sq = strategy - reference on question q in pair s, d_q = mean_s x_sq and diff = mean_q d_q.
-  p: sign-flip permutation test of H0 "each d_q is symmetric about 0": T = sum_q S d_q, p = P(|sum_q
-  eps_q S d_q| >= |T|) over the 2^n equally likely signs eps, computed exactly (convolution over the
-  integers S d_q) when n (2 sum |S d_q| + 1) <= 5e7, else from 100,000 random sign patterns (seed 0),
-  p = (1 + hits) / (1 + 100,000); it is a test over questions given the trained models. Interval:
-  two-level percentile bootstrap, 10,000 resamples (seed 0), each drawing S seed pairs with
-  replacement and then, for each pair drawn, n of its questions with replacement; the statistic is
-  the mean of the S n values drawn; beside it the Student-t 95% interval (S - 1 degrees of freedom) of
-  the S per-pair differences mean_q x_sq, which moves with the seeds only.
+- **paired tests** (same questions, matched by question id). The references of an arm: the uniform arm
+  of its model, task, alpha mode, algorithm, lora.r and length (for a re-allocated strategy), the base
+  model, and, where the arms differ in grpo.steps, the same arm at the longest shorter length (does
+  accuracy still rise with training?). A strategy seed is paired with the reference's same seed; a
+  deterministic reference (the base model) is its one evaluation for every seed. **Per seed pair**: b
+  = questions only the reference got right, c = questions only the strategy got right; exact McNemar p
+  = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2) (statsmodels); the accuracy difference
+  (strategy minus reference) with a 95% percentile bootstrap interval resampling questions (10,000
+  resamples, seed 0). **Across the S >= 2 seed pairs**, on the n questions every pair answered (seed
+  pairs share their questions, so their tables are never summed into one McNemar test): x_sq =
+  strategy - reference on question q in pair s, d_q = mean_s x_sq and diff = mean_q d_q. p: sign-flip
+  permutation test of H0 "each d_q is symmetric about 0": T = sum_q S d_q, p = P(|sum_q eps_q S d_q|
+  >= |T|) over the 2^n equally likely signs eps, computed exactly (convolution over the integers S
+  d_q) when n (2 sum |S d_q| + 1) <= 5e7, else from 100,000 random sign patterns (seed 0), p = (1 +
+  hits) / (1 + 100,000); it is a test over questions given the trained models. Interval: two-level
+  percentile bootstrap, 10,000 resamples (seed 0), each drawing S seed pairs with replacement and
+  then, for each pair drawn, n of its questions with replacement; the statistic is the mean of the S n
+  values drawn; beside it the Student-t 95% interval (S - 1 degrees of freedom) of the S per-pair
+  differences mean_q x_sq, which moves with the seeds only.
 - **MDE (80%)**, the minimum detectable difference of a paired row: the smallest delta with
   Phi(delta sqrt(n / D) - z) + Phi(-delta sqrt(n / D) - z) >= 0.8, z = Phi^-1(0.975) (two-sided alpha
   0.05; the normal approximation of the row's test), n the row's questions and D its observed
@@ -135,7 +138,8 @@ DEFINITIONS = """\
 ADDED_DEFINITIONS = """\
 - **algorithm and r columns**: the training objective (algorithm.name; a record written before the
   option existed ran TRL 1.16's default GRPO loss and counts as dapo), shown where some arm is not
-  dapo; lora.r, shown where arms differ in it. The base model trains nothing: "-" in both.
+  dapo; lora.r, shown where arms differ in it, and likewise steps (grpo.steps, the training length). The
+  base model trains nothing: "-" in each.
 - **capacity** (`capacity.csv`, Figure 3): per arm, its seeds with an evaluation and a trainable
   parameter count above 0 (the base model: with an evaluation). x = trainable parameters: the job's
   count from its record (params.built, else params.planned; for adalora, whose ranks shrink while it

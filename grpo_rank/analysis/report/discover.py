@@ -73,7 +73,7 @@ def sweep_defaults(sweep: Path) -> dict:
     return {"strategy": name("strategy"), "budget": name("budget"), "model": name("model"), "task": name("task"),
             "seed": cfg.get("seed"), "alpha_mode": alpha_mode_of(lora) if lora else None,
             "signal": profile.get("signal"), "algorithm": name("algorithm") or (DEFAULT_ALGORITHM if cfg else None),
-            "r": lora.get("r")}
+            "r": lora.get("r"), "steps": (cfg.get("grpo") or {}).get("steps")}
 
 
 def expected_jobs(sweep: Path) -> tuple[list[dict] | None, str]:
@@ -109,6 +109,7 @@ def _label(job: Job, overrides: dict, folder: dict, defaults: dict) -> None:
     job.signal = str(given.get("profile.signal") or defaults.get("signal") or job.signal)
     job.algorithm = str(given.get("algorithm") or given.get("algorithm.name") or defaults.get("algorithm") or "?")
     job.r_uniform = _int(lora.get("r", defaults.get("r")))
+    job.steps = _int(given.get("grpo.steps", defaults.get("steps")))
     job.seed = _int(overrides.get("seed", folder.get("seed", defaults.get("seed"))))
 
 
@@ -121,6 +122,7 @@ def job_from_record(sweep: Path, name: str, result: JobResult) -> Job:
     ident = result.job
     # the config is the record's plain dict (JobResult.config); hand-written records may lack the groups
     lora, profile = result.config.get("lora") or {}, result.config.get("profile") or {}
+    steps = (result.config.get("grpo") or {}).get("steps")
     algorithm = result.config.get("algorithm")
     return Job(sweep=sweep, name=name, status=result.status, detail=detail, result=result,
                strategy=ident.strategy, budget=ident.budget, seed=ident.seed, model=ident.model, task=ident.task,
@@ -128,6 +130,7 @@ def job_from_record(sweep: Path, name: str, result: JobResult) -> Job:
                signal=str(profile.get("signal") or "lora"),
                alpha=float(lora["alpha"]) if lora.get("alpha") is not None else None,
                r_uniform=int(lora["r"]) if lora.get("r") is not None else None,
+               steps=int(steps) if steps is not None else None,
                algorithm=str(algorithm.get("name") or DEFAULT_ALGORITHM) if isinstance(algorithm, dict)
                else DEFAULT_ALGORITHM)
 
@@ -199,15 +202,19 @@ def find_jobs(sweep: Path) -> tuple[list[Job], list[str]]:
             if j.result is None:
                 j.model = model if j.model == "?" else j.model
                 j.task = task if j.task == "?" else j.task
-    # likewise the algorithm (else the config's default) and lora.r, so that it joins its siblings' arm
+    # likewise the algorithm (else the config's default), lora.r and grpo.steps, so that it joins its
+    # siblings' arm
     algorithms = {j.algorithm for j in jobs if j.result is not None}
     algorithm = next(iter(algorithms)) if len(algorithms) == 1 else DEFAULT_ALGORITHM
     ranks = {j.r_uniform for j in jobs if j.result is not None}
+    lengths = {j.steps for j in jobs if j.result is not None}
     for j in jobs:
         if j.result is None and j.algorithm == "?":
             j.algorithm = algorithm
         if j.result is None and j.r_uniform is None and len(ranks) == 1:
             j.r_uniform = next(iter(ranks))
+        if j.result is None and j.steps is None and len(lengths) == 1:
+            j.steps = next(iter(lengths))
     return jobs, notes
 
 

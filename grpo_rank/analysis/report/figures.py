@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from grpo_rank.analysis import stats
-from grpo_rank.analysis.report.jobs import Arm, Job, arm_name, arms_of, rank_varies, uniform_reference
+from grpo_rank.analysis.report.jobs import Arm, Job, arm_name, arms_of, uniform_reference, varying
 
 FIG1 = "fig1_uniform_grad_share.png"
 FIG2 = "fig2_amplification.png"
@@ -57,7 +57,7 @@ def empty_figure(fig, text: str) -> None:
 def figure1(jobs: list[Job], path: Path) -> None:
     """Per-layer gradient share under uniform ranks: mean over seeds, band min-max, one dot per seed."""
     arms = arms_of(jobs)
-    show_r = rank_varies(arms)
+    show = varying(arms)
     panels: dict[tuple, list[Arm]] = defaultdict(list)
     maps_of = {arm: mean_share_maps(arms[arm]) for arm in arms if arm.strategy == "uniform"}
     for arm, maps in maps_of.items():
@@ -72,7 +72,7 @@ def figure1(jobs: list[Job], path: Path) -> None:
             maps = maps_of[arm]
             x = np.arange(maps.shape[1])
             line, = ax.plot(x, maps.mean(axis=0), marker="o", ms=3,
-                            label=f"{arm_name(arm, show_r)}: mean of {len(maps)} seed(s)")
+                            label=f"{arm_name(arm, show)}: mean of {len(maps)} seed(s)")
             if len(maps) > 1:
                 ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=line.get_color(), alpha=0.25,
                                 label="min-max over seeds")
@@ -89,7 +89,7 @@ def figure1(jobs: list[Job], path: Path) -> None:
 def figure2(jobs: list[Job], path: Path) -> None:
     """Normalised importance under uniform vs each other strategy, allocated ranks on a second axis."""
     arms = arms_of(jobs)
-    show_r = rank_varies(arms)
+    show = varying(arms)
     panels = []
     for arm, arm_jobs in arms.items():
         ref = uniform_reference(arms, arm) if arm.strategy not in ("none", "uniform") else None
@@ -117,12 +117,12 @@ def figure2(jobs: list[Job], path: Path) -> None:
             ax2.set_ylabel("LoRA rank")
         ax.set_zorder(ax2.get_zorder() + 1)  # the lines over the bars
         ax.patch.set_visible(False)
-        for maps, label, color in ((theirs, arm_name(ref, show_r), "tab:blue"),
-                                   (mine, arm_name(arm, show_r), "tab:red")):
+        for maps, label, color in ((theirs, arm_name(ref, show), "tab:blue"),
+                                   (mine, arm_name(arm, show), "tab:red")):
             ax.plot(x, maps.mean(axis=0), marker="o", ms=3, color=color, label=f"{label} (mean of {len(maps)})")
             if len(maps) > 1:
                 ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=color, alpha=0.2)
-        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show_r)} vs {arm_name(ref, show_r)}")
+        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show)} vs {arm_name(ref, show)}")
         ax.set_xlabel("layer")
         ax.set_ylabel("share of gradient norm")
         handles = ax.get_legend_handles_labels()

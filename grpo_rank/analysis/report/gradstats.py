@@ -40,9 +40,9 @@ from grpo_rank.analysis.report.jobs import (
     ModuleNorms,
     arm_name,
     arms_of,
-    rank_varies,
     seed_label,
     uniform_reference,
+    varying,
 )
 
 STATS_COLUMNS = [*Arm._fields, "seed", "subset", "statistic", "value", "ci_low", "ci_high", "n", "note"]
@@ -358,11 +358,11 @@ def rank_shift_rows(jobs: list[Job]) -> list[dict]:
     """Per re-allocated run, view and layer: its rank and its shift in S(l) share against the same-seed
     uniform run (the points behind the rank-shift correlations; rank_shift.csv, the W&B scatter)."""
     rows, arms = [], arms_of(jobs)
-    show_r = rank_varies(arms)  # the arm is named: with lora.r where arms differ in it
+    show = varying(arms)  # the arm is named: with lora.r where arms differ in it
     for arm in arms:
         for _, j, ref in _pairs(arms, arm):
             for view, _, _, shift in view_maps(j, ref):
                 if shift is not None:
-                    rows += [{"arm": arm_name(arm, show_r), "seed": seed_label(j), "view": VIEWS[view], "layer": layer,
+                    rows += [{"arm": arm_name(arm, show), "seed": seed_label(j), "view": VIEWS[view], "layer": layer,
                               "rank": int(r), "shift": float(d)} for layer, (r, d) in enumerate(zip(j.ranks, shift))]
     return rows

@@ -6,12 +6,15 @@ An arm is what a table row compares: model, task, strategy, budget, and the two 
 a re-allocation does to gradient norms, the LoRA alpha mode (lora.alpha_mode) and the importance signal
 the ranks were allocated from (profile.signal); then the training objective (algorithm.name) and the
 uniform rank lora.r (a capacity curve's arms differ only in it). The uniform reference of an arm has
-the same model, task, alpha mode, algorithm and lora.r: the signal does not change a uniform run.
+the same model, task, alpha mode, algorithm and lora.r: the signal does not change a uniform run. Last,
+the training length grpo.steps: a sweep over it asks when accuracy stops rising, and an arm is compared
+with the same arm trained for fewer steps (shorter_reference).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -41,7 +44,7 @@ DEFAULT_SCORING = "any"  # eval.scoring's default; the tables name another where
 class Arm(NamedTuple):
     """What a table row compares: jobs of one arm differ only in their seed. A new axis is a field here
     with a default, filled in `arm_of`; markdown shows a field that is not at its default in some arm,
-    and lora.r where arms differ in it (rank_varies)."""
+    and lora.r and grpo.steps where arms differ in them (varying)."""
 
     model: str
     task: str
@@ -51,6 +54,7 @@ class Arm(NamedTuple):
     signal: str = "lora"
     algorithm: str = DEFAULT_ALGORITHM
     r: int | None = None  # lora.r; None for the base model, or a record that does not say
+    steps: int | None = None  # grpo.steps; None for the base model, or a record that does not say
 
 
 def arm_of(job: Job) -> Arm:
@@ -62,22 +66,28 @@ def arm_of(job: Job) -> Arm:
     signal = job.signal if spec is None or spec.needs_profile else Arm._field_defaults["signal"]
     algorithm = job.algorithm if not base else DEFAULT_ALGORITHM
     return Arm(job.model, job.task, job.strategy, job.budget, alpha_mode, signal, algorithm,
-               None if base else job.r_uniform)
+               None if base else job.r_uniform, None if base else job.steps)
 
 
-def rank_varies(arms) -> bool:
-    """Whether the arms differ in lora.r (the base model, without one, aside): only then do names and
-    tables show it, so a sweep at one lora.r reads as it did before the field existed."""
-    return len({a.r for a in arms if a.r is not None}) > 1
+COUNTS = ("r", "steps")  # the arm fields without a default: named and shown only where arms differ in them
 
 
-def arm_name(arm: Arm, show_r: bool = False) -> str:
+def varying(arms) -> frozenset[str]:
+    """Which of lora.r and grpo.steps the arms differ in (the base model, without either, aside): only
+    those do names and tables show, so a sweep at one lora.r and one length reads as before they existed."""
+    arms = list(arms)
+    return frozenset(f for f in COUNTS if len({getattr(a, f) for a in arms if getattr(a, f) is not None}) > 1)
+
+
+def arm_name(arm: Arm, show: Collection[str] = ()) -> str:
     """strategy/budget, then the algorithm, alpha mode and signal where they are not the defaults, and
-    lora.r when `show_r` (rank_varies of the arms it is told apart from)."""
+    lora.r and grpo.steps where `show` names them (`varying` of the arms it is told apart from)."""
     extra = [f"{f}={getattr(arm, f)}" for f in ("algorithm", "alpha_mode", "signal")
              if getattr(arm, f) != Arm._field_defaults[f]]
-    if show_r and arm.r is not None:
+    if "r" in show and arm.r is not None:
         extra.insert(1 if arm.algorithm != DEFAULT_ALGORITHM else 0, f"r={arm.r}")
+    if "steps" in show and arm.steps is not None:
+        extra.append(f"steps={arm.steps}")
     return "/".join([arm.strategy, arm.budget]) + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -224,6 +234,7 @@ class Job:
     signal: str = "lora"  # profile.signal
     alpha: float | None = None  # lora.alpha
     r_uniform: int | None = None  # lora.r, the uniform rank
+    steps: int | None = None  # grpo.steps, the training length
     algorithm: str = DEFAULT_ALGORITHM  # algorithm.name
     result: JobResult | None = None
     grads: GradSummary | None = None
@@ -294,7 +305,8 @@ def _order_key(value: str, order) -> tuple:
 def arm_sort_key(arm: Arm, fraction: float | None = None) -> tuple:
     return (arm.model, arm.task, _order_key(arm.strategy, STRATEGY_ORDER),
             -(fraction if fraction is not None else 0.0), arm.budget, _order_key(arm.alpha_mode, ALPHA_MODES),
-            _order_key(arm.signal, SIGNALS), _order_key(arm.algorithm, ALGORITHMS), (arm.r is None, arm.r or 0))
+            _order_key(arm.signal, SIGNALS), _order_key(arm.algorithm, ALGORITHMS), (arm.r is None, arm.r or 0),
+            (arm.steps is None, arm.steps or 0))
 
 
 def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
@@ -317,6 +329,15 @@ def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
     candidates = [a for a in arms if a._replace(budget=arm.budget) == same]
     full = [a for a in candidates if any(j.budget_fraction == 1.0 for j in arms[a])]
     return (full or candidates or [None])[0]
+
+
+def shorter_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
+    """The same arm trained for fewer steps, the longest such (does accuracy still rise at this length?);
+    None when the arms have one length."""
+    if arm.steps is None:
+        return None
+    shorter = [a for a in arms if a.steps is not None and a.steps < arm.steps and a._replace(steps=arm.steps) == arm]
+    return max(shorter, key=lambda a: a.steps, default=None)
 
 
 def deterministic(arm: Arm, arm_jobs: list[Job]) -> bool:

@@ -27,7 +27,7 @@ from grpo_rank.analysis.report.jobs import (
     active,
     arm_name,
     arms_of,
-    rank_varies,
+    varying,
 )
 from grpo_rank.analysis.report.sections import (
     VIEW_NAMES,
@@ -95,7 +95,7 @@ def headline(arms: dict[Arm, list[Job]], idx: dict) -> list[str]:
         amp = [cell(idx, a, f"amplification_max_min{v}") + (fw if v == "_full_weight" else "") for v in VIEWS]
         n = idx[(*a, "pooled", "all", "rank_shift_pearson")]["n"]
         crude = "; with 2-3 seeds these intervals are crude" if 2 <= n <= 3 else ""
-        out.append(f"- **{arm_name(a, rank_varies(arms))}** ({n} seed(s)): rank-shift r (the study's "
+        out.append(f"- **{arm_name(a, varying(arms))}** ({n} seed(s)): rank-shift r (the study's "
                    f"definition) {r[0]} raw, "
                    f"{r[1]} scaling-normalised, "
                    f"{r[2]} full-weight; max/min amplification {amp[0]} raw, {amp[1]} scaling-normalised, "

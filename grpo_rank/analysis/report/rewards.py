@@ -33,7 +33,7 @@ from grpo_rank.allocation.importance import (
 )
 from grpo_rank.analysis import stats
 from grpo_rank.analysis.report.figures import stacked_figure
-from grpo_rank.analysis.report.jobs import Arm, GradSummary, Job, RewardSummary, arm_name, rank_varies, seed_label
+from grpo_rank.analysis.report.jobs import Arm, GradSummary, Job, RewardSummary, arm_name, seed_label, varying
 from grpo_rank.analysis.report.tables import arm_labels, fmt, interval, md_table
 
 FIG5 = "fig5_reward_landscapes.png"
@@ -262,7 +262,7 @@ def figure5(arms: dict[Arm, list[Job]], path: Path) -> bool:
     found = {a: land for a, js in arms.items() if (land := arm_landscape(js)) is not None}
     if not found:
         return False
-    show_r = rank_varies(arms)
+    show = varying(arms)
     fig = stacked_figure(len(found))
     for i, (arm, land) in enumerate(found.items()):
         ax = fig.add_subplot(len(found), 1, i + 1)
@@ -273,7 +273,7 @@ def figure5(arms: dict[Arm, list[Job]], path: Path) -> bool:
             ax.plot(x, land["combined"], color="black", ls="--", lw=1.5, label="combined (the step's gradient)")
         ax.axhline(1 / x.size, color="grey", lw=0.8, alpha=0.6, label="equal share 1/L")
         how = f"mean of {land['n']} seeds" if land["n"] > 1 else "one seed"
-        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show_r)}\nper-layer share of each component's "
+        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show)}\nper-layer share of each component's "
                      f"S_k(l) ({'/'.join(land['phases'])} phase, {how})", fontsize=9)
         ax.set_xlabel("layer")
         ax.set_ylabel("S_k(l) / sum over layers")

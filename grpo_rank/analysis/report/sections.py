@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from grpo_rank.allocation.importance import PROJECTIONS
 from grpo_rank.analysis import stats
 from grpo_rank.analysis.report.gradstats import VIEWS, predicted_slope
-from grpo_rank.analysis.report.jobs import Arm, Job, rank_varies
+from grpo_rank.analysis.report.jobs import COUNTS, Arm, Job, varying
 from grpo_rank.analysis.report.tables import arm_labels as _labels
 from grpo_rank.analysis.report.tables import fmt as _fmt
 from grpo_rank.analysis.report.tables import interval as _interval
@@ -20,12 +20,13 @@ VIEW_NAMES = {"": "raw", "_normalised": "scaling-normalised", "_full_weight": "f
 
 def label_fields(arms) -> list[str]:
     """The arm fields the tables show: model, task, strategy, budget; alpha mode, signal and algorithm
-    only where some arm is not at their default, lora.r only where arms differ in it (a sweep that does
-    not vary them reads as before)."""
+    only where some arm is not at their default, lora.r and grpo.steps only where arms differ in them (a
+    sweep that does not vary them reads as before)."""
     arms = list(arms)
+    shown = varying(arms)
     return [f for f in Arm._fields
-            if f not in Arm._field_defaults or (rank_varies(arms) if f == "r"
-                                                else any(getattr(a, f) != Arm._field_defaults[f] for a in arms))]
+            if (f in shown if f in COUNTS
+                else f not in Arm._field_defaults or any(getattr(a, f) != Arm._field_defaults[f] for a in arms))]
 
 
 def lookup(rows: list[dict]) -> dict[tuple, dict]:

@@ -25,7 +25,9 @@ from grpo_rank.analysis.report.jobs import (
     evaluations,
     scoring_of,
     seed_label,
+    shorter_reference,
     uniform_reference,
+    varying,
 )
 
 PAIRED_COLUMNS = [*Arm._fields, "reference", "seeds", "n_questions", "n_pairs", "acc_reference", "acc_strategy",
@@ -152,7 +154,8 @@ def run_rows(jobs: list[Job]) -> list[dict]:
             "sweep": str(j.sweep), "job": j.name, "status": j.status, "detail": j.detail,
             "superseded_by": j.superseded_by or "", "model": j.model, "task": j.task, "strategy": j.strategy,
             "budget": j.budget, "alpha_mode": j.alpha_mode, "signal": j.signal, "algorithm": j.algorithm,
-            "r": "" if j.r_uniform is None else j.r_uniform, "seed": "" if j.seed is None else j.seed,
+            "r": "" if j.r_uniform is None else j.r_uniform, "steps": "" if j.steps is None else j.steps,
+            "seed": "" if j.seed is None else j.seed,
             "accuracy": ev.accuracy if ev else "", "scoring": scoring_of(j), "correct": ev.correct if ev else "",
             "n": ev.n if ev else "",
             "wilson_low": ev.ci_low if ev else "", "wilson_high": ev.ci_high if ev else "",
@@ -191,7 +194,8 @@ def _pairs(arm_jobs: list[Job], ref_arm: Arm, ref_jobs: list[Job]) -> list[tuple
 
 
 def paired_rows(jobs: list[Job]) -> list[dict]:
-    """Each strategy vs uniform and vs the base model, on the questions both answered: per seed pair
+    """Each strategy vs uniform and vs the base model, and each arm vs itself trained for fewer steps where
+    the arms differ in grpo.steps (does accuracy still rise?), on the questions both answered: per seed pair
     (exact McNemar, question bootstrap) and, with two or more pairs, across them on the questions every
     pair answered (stats_design.paired_design: sign-flip test over questions, two-level bootstrap, seed
     t-interval). The seed pairs are never pooled into one McNemar table: they share their questions."""
@@ -202,9 +206,10 @@ def paired_rows(jobs: list[Job]) -> list[dict]:
         if arm.strategy not in ("uniform", "none"):
             refs.append(uniform_reference(arms, arm))
         if arm.strategy != "none":
-            refs.append(base_reference(arms, arm))
+            refs += [base_reference(arms, arm), shorter_reference(arms, arm)]
+        show = varying(arms) & {"steps"}  # a reference has the arm's lora.r; its length may differ
         for ref_arm in [r for r in refs if r is not None]:
-            label = "none (base model)" if ref_arm.strategy == "none" else arm_name(ref_arm)
+            label = "none (base model)" if ref_arm.strategy == "none" else arm_name(ref_arm, show)
             pairs = _pairs(arm_jobs, ref_arm, arms[ref_arm])
             aligned = [_aligned(ref, j) for j, ref in pairs]
             for (j, ref), (ids, a, b) in zip(pairs, aligned):

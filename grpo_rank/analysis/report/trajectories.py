@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from grpo_rank.analysis.report.figures import stacked_figure
-from grpo_rank.analysis.report.jobs import Arm, Job, RankTrajectory, arm_name, rank_varies
+from grpo_rank.analysis.report.jobs import Arm, Job, RankTrajectory, arm_name, varying
 
 FIG4 = "fig4_rank_trajectories.png"
 
@@ -78,13 +78,13 @@ def section(arms: dict[Arm, list[Job]]) -> list[str]:
     if not found:
         return out + ["Rank trajectories: none (no job of a strategy whose ranks move, "
                       "adalora, with training-phase gradient records).", ""]
-    show_r = rank_varies(arms)
+    show = varying(arms)
     out += [f"Figure 4, per-layer rank against the training step (sum over the layer's modules / their number): "
             f"![fig4]({FIG4})", ""]
     for arm, (t, n) in found.items():
         first, last = t.layer_rank[0], t.layer_rank[-1]
         how = f"mean of {n} seeds" if n > 1 else "one seed"
-        out.append(f"- **{arm_name(arm, show_r)}** ({how}; steps {int(t.steps[0])}-{int(t.steps[-1])}): per-layer "
+        out.append(f"- **{arm_name(arm, show)}** ({how}; steps {int(t.steps[0])}-{int(t.steps[-1])}): per-layer "
                    f"rank at the first step {np.nanmin(first):.2f}-{np.nanmax(first):.2f}, at the last "
                    f"{np.nanmin(last):.2f}-{np.nanmax(last):.2f} (min-max over layers; mean "
                    f"{np.nanmean(last):.2f}, lora.r {arm.r if arm.r is not None else 'n/a'}).")
@@ -101,7 +101,7 @@ def figure4(arms: dict[Arm, list[Job]], path: Path) -> bool:
     found = trajectories(arms)
     if not found:
         return False
-    show_r = rank_varies(arms)
+    show = varying(arms)
     fig = stacked_figure(len(found))
     for i, (arm, (t, n)) in enumerate(found.items()):
         ax = fig.add_subplot(len(found), 1, i + 1)
@@ -115,7 +115,7 @@ def figure4(arms: dict[Arm, list[Job]], path: Path) -> bool:
             ax.legend(fontsize=8, loc="upper right")
         fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="layer")
         how = f"mean of {n} seeds" if n > 1 else "one seed"
-        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show_r)}\nper-layer rank ({how})", fontsize=9)
+        ax.set_title(f"{arm.model} / {arm.task}: {arm_name(arm, show)}\nper-layer rank ({how})", fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("rank (mean over modules)")
     fig.savefig(path, dpi=120)

@@ -4,12 +4,13 @@ headline numbers, and optionally a W&B dashboard. W&B is a sink: nothing here ca
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
 from grpo_rank.allocation.importance import PROJECTIONS
-from grpo_rank.analysis.report.jobs import Arm, Job, active
+from grpo_rank.analysis.report.jobs import COUNTS, Arm, Job, active
 
 
 def _wandb_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
@@ -163,23 +164,23 @@ def create_dashboard(out: Path, jobs: list[Job], ident: dict, mode: str) -> str:
         return f"W&B dashboard: skipped after an error ({type(exc).__name__}: {exc})."
 
 
-def _arm_key(r: dict, show_r: bool = False) -> str:
-    """strategy_budget, then the alpha mode, signal and algorithm where not the defaults, and r<lora.r>
-    when `show_r` (keys of a sweep that varies none of them stay as they were)."""
+def _arm_key(r: dict, show: Collection[str] = ()) -> str:
+    """strategy_budget, then the alpha mode, signal and algorithm where not the defaults, and r<lora.r>,
+    steps<grpo.steps> where `show` names them (keys of a sweep that varies none of them stay as they were)."""
     extra = [str(r[f]) for f in ("alpha_mode", "signal", "algorithm")
              if r.get(f, Arm._field_defaults[f]) != Arm._field_defaults[f]]
-    if show_r and r.get("r") is not None:
-        extra.append(f"r{r['r']}")
+    extra += [f"{f}{r[f]}" for f in COUNTS if f in show and r.get(f) not in (None, "")]
     return "_".join([r["strategy"], r["budget"], *extra])
 
 
 def summary_values(t1: list[dict], st: list[dict]) -> dict:
-    show_r = len({r.get("r") for r in t1 if r.get("r") is not None}) > 1  # as jobs.rank_varies
+    # as jobs.varying, on Table 1's rows
+    show = {f for f in COUNTS if len({r.get(f) for r in t1 if r.get(f) not in (None, "")}) > 1}
     out = {}
     for r in t1:
         if r["accuracy_mean"] != "":
-            out[f"accuracy/{_arm_key(r, show_r)}"] = r["accuracy_mean"]
+            out[f"accuracy/{_arm_key(r, show)}"] = r["accuracy_mean"]
     for r in st:
         if r["seed"] in ("mean", "pooled") and r["subset"] == "all" and np.isfinite(r["value"]):
-            out[f"{r['statistic']}/{_arm_key(r, show_r)}"] = r["value"]
+            out[f"{r['statistic']}/{_arm_key(r, show)}"] = r["value"]
     return out
