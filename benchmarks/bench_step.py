@@ -2,10 +2,11 @@
 against a plain TRL + PEFT step, measured side by side in one run (speed drifts ~50% between runs on a
 shared machine, so only ratios taken in the same run mean anything).
 
-Three arms, interleaved per repeat so that drift hits them alike, same settings and seed (hence the same
-generations): `plain` (TRL GRPOTrainer + PEFT as a user would script it, the trainer clips), `off`
-(grpo-rank's train() with profile.full_weight=false), `on` (profile.full_weight=true). Printed: every
-stage's share of the step per arm (stages.py), and the targets with their measured ratios:
+Three arms, interleaved per repeat so that drift hits them alike and rotated so that each takes each place,
+same settings and seed (hence the same generations): `plain` (TRL GRPOTrainer + PEFT as a user would script
+it, the trainer clips), `off` (grpo-rank's train() with profile.full_weight=false), `on`
+(profile.full_weight=true). Printed: every stage's share of the step per arm (stages.py), and the targets with
+their measured ratios:
 
     full-weight hooks <= 10% of an `on` step; `off` step <= 1.05x a `plain` step; profiler <= 1% of a step
 
@@ -78,7 +79,9 @@ def run_arms(overrides: list[str], steps: int, repeats: int) -> tuple[dict[str, 
     kept = [0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(repeats):
-            for arm in ARMS:
+            # each repeat starts with another arm: an arm always run first or last would carry the order's bias
+            # (a process's allocator and caches warm up over its arms)
+            for arm in ARMS[rep % len(ARMS):] + ARMS[:rep % len(ARMS)]:
                 cfg = cfgs[arm]
                 model, tok = models.load(cfg.model, cfg.cache_dir, cfg.seed)
                 out = Path(tmp) / f"{arm}{rep}"
@@ -115,7 +118,7 @@ def report(rows: dict[str, list[dict]], model: str, steps: int, repeats: int, ke
 
 
 def main(argv: list[str]) -> None:
-    opts = {"steps": 3, "repeats": 2}
+    opts = {"steps": 3, "repeats": 3}  # 3: every arm once in each position
     overrides = []
     for a in argv:
         k, _, v = a.partition("=")

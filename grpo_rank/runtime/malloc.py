@@ -3,12 +3,12 @@ and `grpo-rank run|evaluate` start again once, at once, with these variables in 
 job process they launch (joblib or submitit workers, Slurm jobs) inherits.
 
 Why: a GRPO step allocates and frees tensors of tens of MB (logits over a 49k vocabulary, activations) many
-times. glibc serves those from fresh mmap'd pages and returns them at once, so each step pays page faults
-for the same memory again: on the demo job (SmolLM2-135M, 4 steps, 2 cores) 47 s of its 147 s was system
-time. Kept in the heap instead (served from the heap however large, never trimmed, grown 1 GiB at a time),
-the same job trained in 91.8 s instead of 118.6 s with 17 s of system time, and wrote identical records
-(gradient norms equal to the bit, the same accuracy). The cost: a process keeps its peak memory until it
-ends, which a job's process does anyway within a step.
+times, and glibc returns such blocks to the system when they are freed, so the next step faults the same
+memory in again. Kept in the heap instead (served from the heap however large, never trimmed, grown 1 GiB
+at a time), the demo job (SmolLM2-135M, 2 steps, 2 cores) trained in 0.89x the time with glibc's own
+settings (41.2 s against 46.3 s, system CPU 11.6 s against 16.5 s; `benchmarks/bench_malloc.py`, the arms
+alternated) and wrote gradient records equal to the bit. The cost: a process keeps its peak memory until
+it ends, which a job's process does anyway within a step.
 
 The variables must be there when the process starts (glibc reads them once, and `mallopt` caps the mmap
 threshold at 32 MiB, which measured no gain), hence the new start. Any of them already set, or
