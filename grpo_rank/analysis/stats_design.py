@@ -249,9 +249,6 @@ def seed_shared_fraction(uniform_maps, strategy_maps) -> float:
     return float(np.clip((u * x).sum() / denom, 0.0, 1.0)) if denom > 0 else 0.0
 
 
-OTHERS_CHUNK = 16  # runs of other seeds drawn at once by rank_shift_null (memory: n_draws x 16 x L per array)
-
-
 def rank_shift_null(source_maps, view_maps: dict, seeds: list[dict], shared: dict | None = None,
                     n_draws: int = 1000, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """Null distribution, under no effect of the ranks, of the pooled rank-shift correlations of a
@@ -299,30 +296,17 @@ def rank_shift_null(source_maps, view_maps: dict, seeds: list[dict], shared: dic
         m = np.exp(g + dev)
         return m / m.sum(axis=-1, keepdims=True)
 
-    def others_mean(m: int) -> dict[str, np.ndarray]:
-        """Per view, the mean share (n_draws x L) of m runs of other seeds, the same draws in every view;
-        drawn OTHERS_CHUNK runs at a time, so that memory stays flat with the number of seeds (with m <=
-        OTHERS_CHUNK the draws are those of one call)."""
-        total = {v: 0.0 for v in views}
-        for start in range(0, m, OTHERS_CHUNK):
-            k = min(OTHERS_CHUNK, m - start)
-            seed_part, run_part = noise(k), noise(k)
-            for v in views:
-                total[v] = total[v] + run(v, seed_part, run_part).sum(axis=1)
-        return {v: t / m for v, t in total.items()}
-
     pooled_ranks, shifts = [], {v: {"same_run": [], "independent": []} for v in views}
     for s in seeds:
         m = max(1, int(s["n_independent"]))
-        own, a, x, c = noise(1), noise(1), noise(1), noise(1)
-        others = others_mean(m)  # drawn whether or not used, so that each seed takes the same draws
+        own, a, x, c, others, other_runs = noise(1), noise(1), noise(1), noise(1), noise(m), noise(m)
         ranks = proportional_ranks(run("source", own, a)[:, 0], s["total"], s["r_min"], s["r_max"], s["multiple"])
         pooled_ranks.append(ranks)
         for v in views:
             x_v = run(v, own, x)[:, 0]
             c_v = run(v, own, c)[:, 0]
             shifts[v]["same_run"].append(x_v - (run(v, own, a)[:, 0] if s["confounded"] else c_v))
-            shifts[v]["independent"].append(x_v - (others[v] if s["confounded"] else c_v))
+            shifts[v]["independent"].append(x_v - (run(v, others, other_runs).mean(axis=1) if s["confounded"] else c_v))
     ranks_all = np.concatenate(pooled_ranks, axis=1).astype(float)
     return {v: {k: np.stack(row_correlations(ranks_all, np.concatenate(parts, axis=1)), axis=1)
                 for k, parts in by.items()} for v, by in shifts.items()}
