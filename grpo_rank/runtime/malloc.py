@@ -36,10 +36,6 @@ def wanted(env: dict[str, str], system: str, libc: str) -> bool:
     return not any(name in env for name in SETTINGS)
 
 
-def tuned_env(env: dict[str, str]) -> dict[str, str]:
-    return {**env, **SETTINGS}
-
-
 def restart_tuned() -> None:
     """Replace this process by the same command with SETTINGS, when `wanted`; returns only when not.
     Call it first thing from a command's entry point (never from a library function: it replaces the
@@ -50,4 +46,4 @@ def restart_tuned() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # orig_argv is the command as typed, interpreter options and `-m module` included
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], tuned_env(env))
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**env, **SETTINGS})

@@ -358,7 +358,7 @@ def rank_shift_rows(jobs: list[Job]) -> list[dict]:
     """Per re-allocated run, view and layer: its rank and its shift in S(l) share against the same-seed
     uniform run (the points behind the rank-shift correlations; rank_shift.csv, the W&B scatter)."""
     rows, arms = [], arms_of(jobs)
-    show = varying(arms)  # the arm is named: with lora.r where arms differ in it
+    show = varying(arms)  # the arm is named: with lora.r and grpo.steps where arms differ in them
     for arm in arms:
         for _, j, ref in _pairs(arms, arm):
             for view, _, _, shift in view_maps(j, ref):

@@ -321,8 +321,8 @@ def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
 
 
 def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
-    """The uniform arm a strategy is compared with: same model, task, alpha mode, algorithm, lora.r and
-    budget; else the full budget. Never another alpha mode: the scaling is what moves the norms."""
+    """The uniform arm a strategy is compared with: same model, task, alpha mode, algorithm, lora.r, length
+    (grpo.steps) and budget; else the full budget. Never another alpha mode: the scaling is what moves the norms."""
     same = arm._replace(strategy="uniform", signal=Arm._field_defaults["signal"])
     if same in arms:
         return same

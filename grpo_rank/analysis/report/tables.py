@@ -200,6 +200,7 @@ def paired_rows(jobs: list[Job]) -> list[dict]:
     pair answered (stats_design.paired_design: sign-flip test over questions, two-level bootstrap, seed
     t-interval). The seed pairs are never pooled into one McNemar table: they share their questions."""
     arms = arms_of(jobs)
+    show = varying(arms) & {"steps"}  # a reference has the arm's lora.r; its length may differ
     rows = []
     for arm, arm_jobs in arms.items():
         refs = []
@@ -207,7 +208,6 @@ def paired_rows(jobs: list[Job]) -> list[dict]:
             refs.append(uniform_reference(arms, arm))
         if arm.strategy != "none":
             refs += [base_reference(arms, arm), shorter_reference(arms, arm)]
-        show = varying(arms) & {"steps"}  # a reference has the arm's lora.r; its length may differ
         for ref_arm in [r for r in refs if r is not None]:
             label = "none (base model)" if ref_arm.strategy == "none" else arm_name(ref_arm, show)
             pairs = _pairs(arm_jobs, ref_arm, arms[ref_arm])
