@@ -164,6 +164,28 @@ def test_t_interval_by_hand():
     assert stats.t_interval([0.4, 0.4]) == (0.4, 0.4, 0.4)
 
 
+def test_t_interval_cut_to_the_statistics_range():
+    # 3 seeds of a correlation near 1: the plain t-interval leaves [-1, 1], the bounded one stops at 1
+    r = [0.99, 0.97, 0.80]
+    mean, lo, hi = stats.t_interval(r)
+    assert hi > 1
+    assert stats.t_interval(r, bounds=(-1, 1)) == (mean, lo, 1.0)
+    # both ends: a wide interval around an accuracy near 0 is cut at 0, one inside its range is untouched
+    assert stats.t_interval([0.0, 0.06, 0.0], bounds=(0, 1))[1] == 0.0
+    assert stats.t_interval([0.5, 0.55], bounds=(0, 1)) == stats.t_interval([0.5, 0.55])
+
+
+def test_statistic_bounds_by_name():
+    from grpo_rank.analysis.report.gradstats import statistic_bounds
+
+    for name in ("early_late_pearson", "rank_shift_spearman_full_weight", "pearson_with_combined"):
+        assert statistic_bounds(name) == (-1.0, 1.0)
+    for name in ("gini", "top30_share", "share_attention", "norm_share"):
+        assert statistic_bounds(name) == (0.0, 1.0)
+    for name in ("max_min_ratio", "cv", "amplification_max_min", "scaling_slope_init"):
+        assert statistic_bounds(name) is None
+
+
 @pytest.mark.parametrize("df, p, t", [(10, 0.975, 2.228), (26, 0.975, 2.056), (1, 0.975, 12.706), (2, 0.975, 4.303),
                                       (30, 0.95, 1.697), (5, 0.025, -2.571), (120, 0.995, 2.617)])
 def test_t_quantile_table_values(df, p, t):

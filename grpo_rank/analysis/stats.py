@@ -210,10 +210,13 @@ def t_quantile(p: float, df: int) -> float:
     return math.copysign(math.sqrt(df) * math.tan(mid), p - 0.5)
 
 
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+def t_interval(values, confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """(mean, low, high): the mean across seeds and its Student-t interval, mean +- t_{n-1} * s / sqrt(n).
     low and high are NaN for a single value (no spread to estimate); equal to the mean when all values
-    are equal (scipy returns NaN for a zero scale; the interval of a zero-variance sample is a point)."""
+    are equal (scipy returns NaN for a zero scale; the interval of a zero-variance sample is a point).
+    `bounds`: the statistic's range (a correlation's [-1, 1], a share's [0, 1]); the interval is cut to
+    it, which keeps its coverage (the true mean lies inside) and stops 3 seeds of r ~ 0.9 printing 1.2."""
     arr = _vector(values)
     mean = float(arr.mean())
     if arr.size < 2:
@@ -223,6 +226,8 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
         return mean, mean, mean
     # scipy.stats.t.interval: the (1 - c) / 2 and (1 + c) / 2 quantiles of Student's t, scaled
     lo, hi = (t_quantile(q, arr.size - 1) * sem + mean for q in ((1 - confidence) / 2, (1 + confidence) / 2))
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return mean, lo, hi
 
 

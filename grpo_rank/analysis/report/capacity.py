@@ -58,7 +58,7 @@ class ArmPoints:
         """(mean, low, high): the t-interval over the seeds, or the one evaluation's Wilson interval."""
         if self.wilson is not None:
             return float(self.accuracy.mean()), *self.wilson
-        return stats.t_interval(self.accuracy)
+        return stats.t_interval(self.accuracy, bounds=(0, 1))
 
     @property
     def panel(self) -> tuple[str, str, str, str]:

@@ -93,7 +93,8 @@ DEFINITIONS = """\
   scaling-normalised norms, so that neither projection sizes nor the scaling of a layer's rank can
   drive them (a uniform run's are its raw norms).
 - **seed summaries**: a statistic is computed per seed, then averaged; the interval is a Student-t
-  95% interval across seeds (n/a with one seed).
+  95% interval across seeds (n/a with one seed), cut to the statistic's range where it has one
+  (correlations [-1, 1]; shares, Gini and accuracy [0, 1]), which keeps its coverage.
 - **accuracy**: the fraction of questions correct as the job's eval.scoring counts them; per run its
   95% Wilson score interval [lo, hi] (asymmetric; from the job's result.json), and beside it the
   normal-approximation half-width +-1.96 sqrt(p (1 - p) / n) in accuracy points, which is what the
@@ -191,7 +192,8 @@ REWARD_DEFINITIONS = """\
   landscape, S(l) of the step's own gradient (grad_norms.parquet, same phase); n/a when either is
   constant.
 - **per-reward arm values**: max/min, top-30% share, Gini, norm share and r with combined are computed
-  per seed, then averaged with a Student-t 95% interval (n/a with one seed; values that are not finite
+  per seed, then averaged with a Student-t 95% interval (cut to [0, 1] or [-1, 1] as the seed summaries;
+  n/a with one seed; values that are not finite
   left out, as in stats.csv); the layer lists are computed once on the arm's mean landscape: the mean
   over its seeds of p_k(l), and of S_k(l), over the seeds with the same components and layers as its
   first (`rewards.csv`: seed `mean`, n = those seeds). Figure 5 draws those mean p_k(l) and the mean

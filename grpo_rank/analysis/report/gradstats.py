@@ -66,6 +66,16 @@ def stat_row(arm: Arm, seed: str, subset: str, statistic: str, value: float, lo=
             "ci_low": lo, "ci_high": hi, "n": n, "note": note}
 
 
+def statistic_bounds(statistic: str) -> tuple[float, float] | None:
+    """The range a statistic cannot leave, for its interval over seeds: correlations [-1, 1]; shares and
+    Gini [0, 1]; None for ratios, slopes and the rest."""
+    if "pearson" in statistic or "spearman" in statistic:
+        return -1.0, 1.0
+    if statistic == "gini" or statistic.endswith("_share") or statistic.startswith("share_"):
+        return 0.0, 1.0
+    return None
+
+
 def predicted_slope(arm: Arm, signal: str = "norms") -> str:
     """The scaling slope at init that the alpha mode alone produces (SCALING_SLOPES; 0 for full weight),
     as printed: -0.5, 0, 0.5, or n/a for an alpha mode the report does not know."""
@@ -188,7 +198,7 @@ def _with_means(per_seed: list[dict]) -> list[dict]:
         vals = [r["value"] for r in rows if np.isfinite(r["value"])]
         if not vals:
             continue
-        mean, lo, hi = stats.t_interval(vals)
+        mean, lo, hi = stats.t_interval(vals, bounds=statistic_bounds(statistic))
         notes = sorted({r["note"] for r in rows if r["note"]})
         out.append(stat_row(arm, "mean", subset, statistic, mean, lo, hi, len(vals), "; ".join(notes)))
     return out

@@ -33,6 +33,7 @@ from grpo_rank.allocation.importance import (
 )
 from grpo_rank.analysis import stats
 from grpo_rank.analysis.report.figures import stacked_figure
+from grpo_rank.analysis.report.gradstats import statistic_bounds
 from grpo_rank.analysis.report.jobs import Arm, GradSummary, Job, RewardSummary, arm_name, seed_label, varying
 from grpo_rank.analysis.report.tables import arm_labels, fmt, interval, md_table
 
@@ -179,7 +180,8 @@ def reward_rows(arms: dict[Arm, list[Job]]) -> list[dict]:
             for statistic in SCALARS:
                 vals = [v for v in groups[(name, statistic)] if np.isfinite(v)]
                 if vals:  # as stats.csv: the mean of the finite values (an all-zero layer's inf is none)
-                    out.append(row(arm, "mean", name, statistic, *stats.t_interval(vals), len(vals)))
+                    out.append(row(arm, "mean", name, statistic,
+                                   *stats.t_interval(vals, bounds=statistic_bounds(statistic)), len(vals)))
             if name in land["components"]:
                 k = land["components"].index(name)
                 out += [row(arm, "mean", name, key, _layers(lists[key][k]), n=land["n"]) for key in LAYER_LISTS]

@@ -108,7 +108,7 @@ def table1_rows(jobs: list[Job]) -> list[dict]:
         once = deterministic(arm, done) and len(evals) == 1
         ranks = [r for j in done for r in (j.ranks or [])]
         accs = [ev.accuracy for _, ev in evals]
-        mean, lo, hi = stats.t_interval(accs) if accs else (math.nan, math.nan, math.nan)
+        mean, lo, hi = stats.t_interval(accs, bounds=(0, 1)) if accs else (math.nan, math.nan, math.nan)
         if once:
             lo, hi = evals[0][1].ci_low, evals[0][1].ci_high
         params = sorted({j.params for j in done if j.params is not None})
