@@ -36,7 +36,7 @@ study: setup ## the CPU study v2 (experiment=cpu_study: the base model once, uni
 run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change
 	$(PY) -m grpo_rank.run $(ARGS)
 
-test: setup ## lint (ruff) and the default test suite (what CI runs; 6.5 min on 2 cores, measured on a quiet machine)
+test: setup ## lint (ruff) and the default test suite (what CI runs; 6-7.5 min on 2 cores, measured from a fresh clone)
 	$(PY) -m ruff check grpo_rank tests benchmarks hydra_plugins
 	$(PY) -m pytest -q $(ARGS)
 
