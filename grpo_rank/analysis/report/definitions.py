@@ -193,11 +193,11 @@ REWARD_DEFINITIONS = """\
   constant.
 - **per-reward arm values**: max/min, top-30% share, Gini, norm share and r with combined are computed
   per seed, then averaged with a Student-t 95% interval (cut to [0, 1] or [-1, 1] as the seed summaries;
-  n/a with one seed; values that are not finite
-  left out, as in stats.csv); the layer lists are computed once on the arm's mean landscape: the mean
-  over its seeds of p_k(l), and of S_k(l), over the seeds with the same components and layers as its
-  first (`rewards.csv`: seed `mean`, n = those seeds). Figure 5 draws those mean p_k(l) and the mean
-  share of the combined S(l) (dashed), one panel per arm.
+  n/a with one seed; values that are not finite left out, as in stats.csv); the layer lists are
+  computed once on the arm's mean landscape: the mean over its seeds of p_k(l), and of S_k(l), over
+  the seeds with the same components and layers as its first (`rewards.csv`: seed `mean`, n = those
+  seeds). Figure 5 draws those mean p_k(l) and the mean share of the combined S(l) (dashed), one panel
+  per arm.
 - **decomposition residual**: per job, the largest relative residual ||G - sum_k G_k - G_kl|| / ||G||
   over its training steps (result.json's train.reward_split_residual); the section prints the largest
   over the jobs with records. Each extra pass replays its micro-batch's random state, so LoRA dropout
