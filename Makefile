@@ -28,10 +28,13 @@ sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline, t
 
 study: setup ## the CPU study v2 (experiment=cpu_study: the base model once, uniform/proportional/random x 3 seeds under fixed and per_rank alpha, uniform at half length; ~2 h 20 min on 2 cores, from the job times of its run on 2026-12-04) and its report in docs/cpu_study
 	$(STUDY_RUN) strategy=none seed=0 hydra.sweep.dir=$(STUDY)/base $(ARGS)
-	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
-	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 lora.alpha_mode=per_rank hydra.sweep.dir=$(STUDY)/per_rank $(ARGS)
 	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=10 hydra.sweep.dir=$(STUDY)/half $(ARGS)
-	$(PY) -m grpo_rank.report $(STUDY)/base $(STUDY)/fixed $(STUDY)/per_rank $(STUDY)/half --out docs/cpu_study --no-wandb
+	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
+	# no per_rank uniform: at rank lora.r everywhere per_rank is fixed alpha (same model, same profile key),
+	# so the per_rank arms take the fixed uniform runs as their profile and their report reference
+	$(STUDY_RUN) strategy=proportional,random seed=0,1,2 lora.alpha_mode=per_rank hydra.sweep.dir=$(STUDY)/per_rank $(ARGS)
+	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=40 hydra.sweep.dir=$(STUDY)/longer $(ARGS)
+	$(PY) -m grpo_rank.report $(STUDY)/base $(STUDY)/half $(STUDY)/fixed $(STUDY)/per_rank $(STUDY)/longer --out docs/cpu_study --no-wandb
 
 run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change
 	$(PY) -m grpo_rank.run $(ARGS)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grpo_rank.profiling.cache import MANIFEST, Profile, ProfileCache
+from grpo_rank.profiling.cache import MANIFEST, Profile, ProfileCache, profile_key
 from grpo_rank.record.files import GRADS, RUNS, read_grad_records, read_jsonl
 from grpo_rank.record.result import read_result
-from tests.conftest import ROOT, TINY, job_folders, run_cli, summary_lines
+from tests.conftest import ONE_THREAD, ROOT, TINY, job_folders, jobs_by_arm, run_cli, summary_lines, typed
 
 
 def computed(cache: Path) -> list[dict]:
@@ -176,3 +176,30 @@ def test_corrupt_cache_entry_is_recomputed_by_the_next_job(parallel):
     assert len(computed(cache)) == 2
 
 
+
+
+def test_per_rank_shares_only_the_uniform_profile_key_with_fixed():
+    """per_rank sets alpha * r(l) / lora.r: at lora.r everywhere that is fixed alpha, so the key is shared;
+    at any other ranks, or under rslora (alpha / sqrt(r)), the gradients differ and so do the keys."""
+    fixed, per_rank, rslora = (typed("model=tiny", f"lora.alpha_mode={m}") for m in ("fixed", "per_rank", "rslora"))
+    uniform, plan = [8] * 12, [4, 12] * 6
+    assert profile_key(per_rank, uniform, 2) == profile_key(fixed, uniform, 2)
+    assert profile_key(per_rank, plan, 2) != profile_key(fixed, plan, 2)
+    assert profile_key(rslora, uniform, 2) != profile_key(fixed, uniform, 2)
+    assert profile_key(per_rank, uniform, 3) != profile_key(fixed, uniform, 2)
+
+
+def test_a_per_rank_job_allocates_from_the_fixed_uniform_runs_profile(tiny_sweep, tmp_path):
+    """The CPU study runs no per_rank uniform arm: its proportional jobs read the profile the fixed uniform
+    run published, without profiling, and allocate the ranks the fixed proportional job got."""
+    sweep_dir, _ = tiny_sweep
+    fixed = read_result(jobs_by_arm(sweep_dir)[("proportional", "full", 0)])
+    before = computed(sweep_dir.parent / "profiles")
+    proc = run_cli(["grpo_rank.run", *TINY, "strategy=proportional", "seed=0", "lora.alpha_mode=per_rank",
+                    "tracking.mode=disabled", f"hydra.run.dir={tmp_path}/job",
+                    f"profile.cache_dir={sweep_dir.parent}/profiles"], cwd=tmp_path, env_extra=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_result(tmp_path / "job")
+    assert (result.profile.source, result.profile.key) == ("cache", fixed.profile.key)
+    assert result.allocation.ranks == fixed.allocation.ranks and result.allocation.importance == fixed.allocation.importance
+    assert computed(sweep_dir.parent / "profiles") == before

@@ -778,6 +778,12 @@ def test_arm_of_and_the_uniform_reference():
     arms = {a: [] for a in (Arm(MODEL, TASK, "uniform", "full"), Arm(MODEL, TASK, "uniform", "full", "rslora"), prop)}
     assert uniform_reference(arms, prop) == Arm(MODEL, TASK, "uniform", "full", "rslora")
     assert uniform_reference({prop: [], Arm(MODEL, TASK, "uniform", "full"): []}, prop) is None  # never across modes
+    # but per_rank at uniform rank is fixed alpha, the same model: its own uniform runs first, else the fixed ones
+    per_rank = job("proportional", "per_rank").arm
+    fixed_u, per_rank_u = Arm(MODEL, TASK, "uniform", "full"), Arm(MODEL, TASK, "uniform", "full", "per_rank")
+    assert uniform_reference({per_rank: [], fixed_u: [], per_rank_u: []}, per_rank) == per_rank_u
+    assert uniform_reference({per_rank: [], fixed_u: []}, per_rank) == fixed_u
+    assert uniform_reference({prop: [], fixed_u: [], per_rank_u: []}, prop) is None  # rslora is another model
 
 
 def test_records_and_unstarted_jobs_say_their_alpha_mode(tmp_path):

@@ -194,13 +194,20 @@ def test_a_training_length_sweep_compares_each_arm_with_its_shorter_self(tmp_pat
     sweeps = [make_sweep(tmp_path / "multirun" / "d" / f"s{steps}", jobs=4, strategies=("uniform", "proportional"),
                          alpha_modes=("fixed",), steps=steps, layers=4, modules=2, n_questions=20)
               for steps in (4, 8)]
-    rp.build(sweeps, tmp_path / "out", use_wandb=False, progress=False)
+    base = make_sweep(tmp_path / "multirun" / "d" / "base", jobs=1, strategies=("none",), alpha_modes=("fixed",),
+                      steps=8, layers=4, modules=2, n_questions=20)
+    rp.build([base, *sweeps], tmp_path / "out", use_wandb=False, progress=False)
     t1 = [(r["strategy"], r["steps"]) for r in read_csv(tmp_path / "out" / "table1.csv")]
-    assert t1 == [("uniform", "4"), ("uniform", "8"), ("proportional", "4"), ("proportional", "8")]
+    assert t1 == [("none", ""), ("uniform", "4"), ("uniform", "8"), ("proportional", "4"), ("proportional", "8")]
+    # the base model trains nothing: its length shows as "-", like its lora.r, never as "None"
+    base_row = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+                    if "none (base model)" in line)
+    assert base_row.startswith("| synthetic | arithmetic | none | full | - | none (base model) |"), base_row
     paired = read_csv(tmp_path / "out" / "paired.csv")
     refs = {(r["strategy"], r["steps"], r["reference"]) for r in paired if r["n_pairs"] != "1"}
     assert refs == {("uniform", "8", "uniform/full (steps=4)"), ("proportional", "8", "proportional/full (steps=4)"),
-                    ("proportional", "4", "uniform/full (steps=4)"), ("proportional", "8", "uniform/full (steps=8)")}
+                    ("proportional", "4", "uniform/full (steps=4)"), ("proportional", "8", "uniform/full (steps=8)"),
+                    *((s, n, "none (base model)") for s in ("uniform", "proportional") for n in ("4", "8"))}
     longer = [r for r in paired if r["reference"] == "uniform/full (steps=4)"]
     assert [r["seeds"] for r in longer][:2] == ["s0 vs s0", "s1 vs s1"]  # the same seed's shorter run
 

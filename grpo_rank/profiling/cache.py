@@ -62,7 +62,12 @@ MANIFEST = "manifest.json"
 
 def profile_payload(cfg: RunConfig, ranks: Sequence[int], steps: int, machine: dict | None = None) -> dict:
     """Everything that determines a GRPO phase's gradients at `ranks` for `steps` steps."""
-    return {"config": result_payload(cfg, "profile"), "ranks": [int(r) for r in ranks], "steps": int(steps),
+    config = result_payload(cfg, "profile")
+    # per_rank sets a module's alpha to alpha * r(l) / lora.r: with every rank at lora.r that is fixed alpha,
+    # the same model and gradients, so a per_rank job takes the fixed uniform run's profile instead of a copy
+    if cfg.lora.alpha_mode == "per_rank" and all(int(r) == cfg.lora.r for r in ranks):
+        config["lora"]["alpha_mode"] = "fixed"
+    return {"config": config, "ranks": [int(r) for r in ranks], "steps": int(steps),
             "runtime": machine if machine is not None else device.runtime(cfg.model.dtype, cfg.grpo.use_vllm),
             "code": code_payload(cfg)}
 

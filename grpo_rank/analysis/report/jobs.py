@@ -322,7 +322,16 @@ def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
 
 def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
     """The uniform arm a strategy is compared with: same model, task, alpha mode, algorithm, lora.r, length
-    (grpo.steps) and budget; else the full budget. Never another alpha mode: the scaling is what moves the norms."""
+    (grpo.steps) and budget; else the full budget. Another alpha mode's only where it is the same model: a
+    per_rank arm without per_rank uniform runs takes the fixed ones (alpha * r(l) / lora.r at r(l) = lora.r
+    is fixed alpha; the two share a profile key). The scaling is what moves the norms."""
+    found = _uniform_of(arms, arm)
+    if found is None and arm.alpha_mode == "per_rank":
+        found = _uniform_of(arms, arm._replace(alpha_mode="fixed"))
+    return found
+
+
+def _uniform_of(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
     same = arm._replace(strategy="uniform", signal=Arm._field_defaults["signal"])
     if same in arms:
         return same

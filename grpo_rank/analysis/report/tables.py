@@ -15,6 +15,7 @@ import numpy as np
 
 from grpo_rank.analysis import stats, stats_design
 from grpo_rank.analysis.report.jobs import (
+    COUNTS,
     Arm,
     Job,
     arm_name,
@@ -61,10 +62,10 @@ def md_table(headers: list[str], rows: list[list]) -> str:
 
 def arm_labels(arm, fields: list[str]) -> list:
     """An arm's (an Arm's or a row's) values of `fields` as a table shows them: the base model has no
-    algorithm or lora.r of its own ("-"), and a missing lora.r is "-"."""
+    algorithm, lora.r or length of its own ("-"), and a missing lora.r or length is "-"."""
     get = (lambda f: arm[f]) if isinstance(arm, dict) else (lambda f: getattr(arm, f))
     base = get("strategy") == "none"
-    return ["-" if (f == "r" and get(f) in (None, "")) or (base and f in ("algorithm", "r")) else get(f)
+    return ["-" if (f in COUNTS and get(f) in (None, "")) or (base and f in ("algorithm", *COUNTS)) else get(f)
             for f in fields]
 
 
