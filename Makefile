@@ -26,7 +26,7 @@ setup: .venv/.ready ## create .venv with the CPU build of torch, this package an
 sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline, two jobs at a time (10 min on 2 cores, measured on a quiet machine)
 	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
 
-study: setup ## the CPU study v2 (experiment=cpu_study: the base model once, uniform/proportional/random x 3 seeds under fixed and per_rank alpha, uniform at half length; ~2 h 20 min on 2 cores, from the job times of its run on 2026-12-04) and its report in docs/cpu_study
+study: setup ## the CPU study v3 (experiment=cpu_study: the base model once, uniform/proportional/random x 3 seeds under fixed alpha, proportional/random under per_rank, uniform at 10 and 40 steps; ~2 h 20 min on 2 cores, estimated from the job times of its run on 2026-12-04) and its report in docs/cpu_study
 	$(STUDY_RUN) strategy=none seed=0 hydra.sweep.dir=$(STUDY)/base $(ARGS)
 	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=10 hydra.sweep.dir=$(STUDY)/half $(ARGS)
 	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)

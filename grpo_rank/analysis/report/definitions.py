@@ -30,7 +30,8 @@ DEFINITIONS = """\
 - **full-weight signal**: per module, ||dL/dW|| of the frozen projection W under the adapter, recorded
   in the same training steps (`profile.full_weight`); S(l) is the same sum over modules and average
   over steps. No LoRA rank or alpha enters W's gradient formula: its predicted scaling slope is 0.
-- **scaling slope** of a run, against the uniform run of the same seed (same alpha mode): n(l, m) =
+- **scaling slope** of a run, against the uniform run of the same seed (same alpha mode; for per_rank
+  without per_rank uniform runs the fixed one, the same model at rank lora.r): n(l, m) =
   module m's norm in layer l averaged over the training steps; d(l) = mean over the modules of
   log(n(l, m) / n_uniform(l, m)) (modules with a zero norm in either run left out); x(l) =
   log(r(l) / r_uniform(l)); the slope is the least-squares slope of d on x across the n layers (all L
@@ -42,12 +43,12 @@ DEFINITIONS = """\
   (> 1: the re-allocated run's gradients are more uneven than the uniform run's). Computed on three
   views of S(l): raw LoRA norms (the study's), scaling-normalised, and the full-weight signal.
 - **rank-shift correlation** (the study's definition): per layer, shift = share under the strategy -
-  share under uniform (same seed, same alpha mode), correlated with the layer's allocated rank
-  (Pearson, Spearman), on each of the three views. Pooled over the (seed, layer) pairs; its interval
-  resamples seeds (all S^S resamples when S <= 4), given for >= 2 seeds and crude for 2-3. On raw
-  norms the scaling alone pushes the shift *against* the rank with fixed alpha and *with* it with
-  per_rank; the scaling-normalised and full-weight correlations are what the re-allocation does beyond
-  the scaling.
+  share under uniform (same seed, same alpha mode, or fixed for per_rank as above), correlated with the
+  layer's allocated rank (Pearson, Spearman), on each of the three views. Pooled over the (seed, layer)
+  pairs; its interval resamples seeds (all S^S resamples when S <= 4), given for >= 2 seeds and crude for
+  2-3. On raw norms the scaling alone pushes the shift *against* the rank with fixed alpha and *with* it
+  with per_rank; the scaling-normalised and full-weight correlations are what the re-allocation does
+  beyond the scaling.
 - **rank source**: the run whose S(l) a gradient-aware run's ranks were allocated from. The same-seed
   uniform run is the rank source when the S(l) in the run's record (allocation.importance) equals that
   run's S(l) in the allocation's signal (raw LoRA norms, or the full-weight signal), as shares to a
@@ -109,25 +110,25 @@ DEFINITIONS = """\
   once); from the job's record (eval.accuracy_tagged, eval.accuracy_any, eval.well_formed_fraction),
   else each reply of eval_outcomes.jsonl judged again (n/a without replies). Table 1: means over the
   arm's evaluations. Tagged minus any is what the format alone costs.
-- **paired tests** (same questions, matched by question id). The references of an arm: the uniform arm
-  of its model, task, alpha mode, algorithm, lora.r and length (for a re-allocated strategy), the base
-  model, and, where the arms differ in grpo.steps, the same arm at the longest shorter length (does
-  accuracy still rise with training?). A strategy seed is paired with the reference's same seed; a
-  deterministic reference (the base model) is its one evaluation for every seed. **Per seed pair**: b
-  = questions only the reference got right, c = questions only the strategy got right; exact McNemar p
-  = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2) (statsmodels); the accuracy difference
-  (strategy minus reference) with a 95% percentile bootstrap interval resampling questions (10,000
-  resamples, seed 0). **Across the S >= 2 seed pairs**, on the n questions every pair answered (seed
-  pairs share their questions, so their tables are never summed into one McNemar test): x_sq =
-  strategy - reference on question q in pair s, d_q = mean_s x_sq and diff = mean_q d_q. p: sign-flip
-  permutation test of H0 "each d_q is symmetric about 0": T = sum_q S d_q, p = P(|sum_q eps_q S d_q|
-  >= |T|) over the 2^n equally likely signs eps, computed exactly (convolution over the integers S
-  d_q) when n (2 sum |S d_q| + 1) <= 5e7, else from 100,000 random sign patterns (seed 0), p = (1 +
-  hits) / (1 + 100,000); it is a test over questions given the trained models. Interval: two-level
-  percentile bootstrap, 10,000 resamples (seed 0), each drawing S seed pairs with replacement and
-  then, for each pair drawn, n of its questions with replacement; the statistic is the mean of the S n
-  values drawn; beside it the Student-t 95% interval (S - 1 degrees of freedom) of the S per-pair
-  differences mean_q x_sq, which moves with the seeds only.
+- **paired tests** (same questions, matched by question id). The references of an arm: the uniform arm of
+  its model, task, alpha mode (fixed for per_rank when it has none), algorithm, lora.r and length (for a
+  re-allocated strategy), the base model, and, where the arms differ in grpo.steps, the same arm at the
+  longest shorter length (does accuracy still rise with training?). A strategy seed is paired with the
+  reference's same seed; a deterministic reference (the base model) is its one evaluation for every seed.
+  **Per seed pair**: b = questions only the reference got right, c = questions only the strategy got
+  right; exact McNemar p = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2) (statsmodels); the
+  accuracy difference (strategy minus reference) with a 95% percentile bootstrap interval resampling
+  questions (10,000 resamples, seed 0). **Across the S >= 2 seed pairs**, on the n questions every pair
+  answered (seed pairs share their questions, so their tables are never summed into one McNemar test):
+  x_sq = strategy - reference on question q in pair s, d_q = mean_s x_sq and diff = mean_q d_q. p:
+  sign-flip permutation test of H0 "each d_q is symmetric about 0": T = sum_q S d_q, p = P(|sum_q eps_q S
+  d_q| >= |T|) over the 2^n equally likely signs eps, computed exactly (convolution over the integers S
+  d_q) when n (2 sum |S d_q| + 1) <= 5e7, else from 100,000 random sign patterns (seed 0), p = (1 + hits)
+  / (1 + 100,000); it is a test over questions given the trained models. Interval: two-level percentile
+  bootstrap, 10,000 resamples (seed 0), each drawing S seed pairs with replacement and then, for each
+  pair drawn, n of its questions with replacement; the statistic is the mean of the S n values drawn;
+  beside it the Student-t 95% interval (S - 1 degrees of freedom) of the S per-pair differences mean_q
+  x_sq, which moves with the seeds only.
 - **MDE (80%)**, the minimum detectable difference of a paired row: the smallest delta with
   Phi(delta sqrt(n / D) - z) + Phi(-delta sqrt(n / D) - z) >= 0.8, z = Phi^-1(0.975) (two-sided alpha
   0.05; the normal approximation of the row's test), n the row's questions and D its observed
