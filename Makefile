@@ -30,8 +30,8 @@ study: setup ## the CPU study v3 (experiment=cpu_study: the base model once, uni
 	$(STUDY_RUN) strategy=none seed=0 hydra.sweep.dir=$(STUDY)/base $(ARGS)
 	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=10 hydra.sweep.dir=$(STUDY)/half $(ARGS)
 	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
-	# no per_rank uniform: at rank lora.r everywhere per_rank is fixed alpha (same model, same profile key),
-	# so the per_rank arms take the fixed uniform runs as their profile and their report reference
+# no per_rank uniform: at rank lora.r everywhere per_rank is fixed alpha (same model, same profile key),
+# so the per_rank arms take the fixed uniform runs as their profile and their report reference
 	$(STUDY_RUN) strategy=proportional,random seed=0,1,2 lora.alpha_mode=per_rank hydra.sweep.dir=$(STUDY)/per_rank $(ARGS)
 	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=40 hydra.sweep.dir=$(STUDY)/longer $(ARGS)
 	$(PY) -m grpo_rank.report $(STUDY)/base $(STUDY)/half $(STUDY)/fixed $(STUDY)/per_rank $(STUDY)/longer --out docs/cpu_study --no-wandb

@@ -196,3 +196,14 @@ def test_scaling_normalisation_divides_out_exactly_the_predicted_factor():
         assert np.polyfit(np.log(ranks), np.log(raw), 1)[0] == pytest.approx(slope)
         np.testing.assert_allclose(imp.scaling_normalised(raw, mode, 16.0, r0, ranks),
                                    3.0 * imp.lora_scaling(mode, 16.0, r0, r0) * np.sqrt(r0))
+
+
+def test_same_at_uniform_rank_lists_exactly_the_modes_with_equal_scaling_at_lora_r():
+    """At rank lora.r on every layer two alpha modes build the same model iff their scalings agree there;
+    SAME_AT_UNIFORM_RANK (shared profile key, shared report reference) must name those pairs and no other."""
+    alpha, r = 16.0, 8
+    at_r = {m: float(imp.lora_scaling(m, alpha, r, r)) for m in imp.ALPHA_MODES}
+    equal = {(a, b) for a in at_r for b in at_r if a != b and math.isclose(at_r[a], at_r[b])}
+    listed = set(imp.SAME_AT_UNIFORM_RANK.items())
+    assert listed and listed <= equal and all((b, a) in listed or (a, b) in listed for a, b in equal)
+    assert all(imp.lora_scaling(m, alpha, r, 12) != imp.lora_scaling(to, alpha, r, 12) for m, to in listed)

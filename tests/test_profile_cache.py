@@ -176,8 +176,6 @@ def test_corrupt_cache_entry_is_recomputed_by_the_next_job(parallel):
     assert len(computed(cache)) == 2
 
 
-
-
 def test_per_rank_shares_only_the_uniform_profile_key_with_fixed():
     """per_rank sets alpha * r(l) / lora.r: at lora.r everywhere that is fixed alpha, so the key is shared;
     at any other ranks, or under rslora (alpha / sqrt(r)), the gradients differ and so do the keys."""

@@ -46,6 +46,10 @@ ALPHA_MODES = {"fixed": "alpha / r(l), PEFT's convention (the study states none)
                "rslora": "alpha / sqrt(r(l)) (rsLoRA): slope 0",
                "per_rank": "alpha / lora.r on every layer (alpha grows with r(l)): slope +1/2"}
 SCALING_SLOPES = {"fixed": -0.5, "rslora": 0.0, "per_rank": 0.5}
+# lora.alpha_mode -> the mode that builds the same model when every layer has rank lora.r (per_rank's
+# alpha * r(l) / lora.r is then alpha, fixed's scaling): the two share a uniform run's profile key and its
+# report reference, so a study need not train both
+SAME_AT_UNIFORM_RANK = {"per_rank": "fixed"}
 
 
 def lora_scaling(alpha_mode: str, alpha: float, r_uniform: int, rank) -> np.ndarray:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from pyarrow import ArrowException
 
-from grpo_rank.allocation.importance import layer_importance
+from grpo_rank.allocation.importance import SAME_AT_UNIFORM_RANK, layer_importance
 from grpo_rank.config.schema import RunConfig, result_payload
 from grpo_rank.errors import InputError
 from grpo_rank.objective.user_rewards import module_versions
@@ -63,10 +63,8 @@ MANIFEST = "manifest.json"
 def profile_payload(cfg: RunConfig, ranks: Sequence[int], steps: int, machine: dict | None = None) -> dict:
     """Everything that determines a GRPO phase's gradients at `ranks` for `steps` steps."""
     config = result_payload(cfg, "profile")
-    # per_rank sets a module's alpha to alpha * r(l) / lora.r: with every rank at lora.r that is fixed alpha,
-    # the same model and gradients, so a per_rank job takes the fixed uniform run's profile instead of a copy
-    if cfg.lora.alpha_mode == "per_rank" and all(int(r) == cfg.lora.r for r in ranks):
-        config["lora"]["alpha_mode"] = "fixed"
+    if all(int(r) == cfg.lora.r for r in ranks):  # the same model as its SAME_AT_UNIFORM_RANK mode's: one key
+        config["lora"]["alpha_mode"] = SAME_AT_UNIFORM_RANK.get(cfg.lora.alpha_mode, cfg.lora.alpha_mode)
     return {"config": config, "ranks": [int(r) for r in ranks], "steps": int(steps),
             "runtime": machine if machine is not None else device.runtime(cfg.model.dtype, cfg.grpo.use_vllm),
             "code": code_payload(cfg)}

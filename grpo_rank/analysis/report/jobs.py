@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from grpo_rank.allocation.allocate import STRATEGIES
-from grpo_rank.allocation.importance import ALPHA_MODES, SIGNALS, GradCube
+from grpo_rank.allocation.importance import ALPHA_MODES, SAME_AT_UNIFORM_RANK, SIGNALS, GradCube
 from grpo_rank.analysis import stats
 from grpo_rank.objective.algorithms import ALGORITHMS
 from grpo_rank.objective.answers import counts
@@ -322,12 +322,13 @@ def arms_of(jobs: list[Job]) -> dict[Arm, list[Job]]:
 
 def uniform_reference(arms: dict[Arm, list[Job]], arm: Arm) -> Arm | None:
     """The uniform arm a strategy is compared with: same model, task, alpha mode, algorithm, lora.r, length
-    (grpo.steps) and budget; else the full budget. Another alpha mode's only where it is the same model: a
-    per_rank arm without per_rank uniform runs takes the fixed ones (alpha * r(l) / lora.r at r(l) = lora.r
-    is fixed alpha; the two share a profile key). The scaling is what moves the norms."""
+    (grpo.steps) and budget; else the full budget. Another alpha mode's only where it is the same model
+    (SAME_AT_UNIFORM_RANK: a per_rank arm without per_rank uniform runs takes the fixed ones). The scaling is
+    what moves the norms."""
     found = _uniform_of(arms, arm)
-    if found is None and arm.alpha_mode == "per_rank":
-        found = _uniform_of(arms, arm._replace(alpha_mode="fixed"))
+    alias = SAME_AT_UNIFORM_RANK.get(arm.alpha_mode)
+    if found is None and alias is not None:
+        found = _uniform_of(arms, arm._replace(alpha_mode=alias))
     return found
 
 
