@@ -71,19 +71,21 @@ def figure1(jobs: list[Job], path: Path) -> None:
         for arm in mt_arms:
             maps = maps_of[arm]
             x = np.arange(maps.shape[1])
+            band = ", band min-max" if len(maps) > 1 else ""
             line, = ax.plot(x, maps.mean(axis=0), marker="o", ms=3,
-                            label=f"{arm_name(arm, show)}: mean of {len(maps)} seed(s)")
+                            label=f"{arm_name(arm, show)}: mean of {len(maps)} seed(s){band}")
             if len(maps) > 1:
-                ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=line.get_color(), alpha=0.25,
-                                label="min-max over seeds")
+                ax.fill_between(x, maps.min(axis=0), maps.max(axis=0), color=line.get_color(), alpha=0.25)
                 # one marker series for every seed: a line per seed would cost a draw call each
                 ax.plot(np.tile(x, len(maps)), maps.ravel(), ".", color=line.get_color(), alpha=0.5, ms=4)
-            ax.axhline(1 / maps.shape[1], color="grey", ls="--", lw=1, label="equal share 1/L")
+        # one model per panel, so one layer count: the line is drawn once, not once per arm
+        ax.axhline(1 / maps_of[mt_arms[0]].shape[1], color="grey", ls="--", lw=1, label="equal share 1/L")
         ax.set_title(f"{mt[0]} / {mt[1]}: per-layer share of the LoRA gradient norm (uniform ranks)")
         ax.set_xlabel("layer")
         ax.set_ylabel("share of sum over layers")
-        ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+        # beside the axes: inside, a legend of several arms covers the layers it describes
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def figure2(jobs: list[Job], path: Path) -> None:
