@@ -112,6 +112,18 @@ def test_two_level_bootstrap_known_cases():
     assert wide["high"] - wide["low"] > 1.5 * (narrow["high"] - narrow["low"])
 
 
+def test_two_level_bootstrap_is_its_definition_with_numpys_default_draws():
+    """Written out as the docstring says, with default (int64) integer draws: the function's 32-bit question
+    draws, kept small for memory, are the same numbers."""
+    y = np.random.default_rng(1).integers(-1, 2, (4, 30)).astype(float)
+    rng = np.random.default_rng(3)
+    seeds = rng.integers(0, 4, (1000, 4))
+    questions = rng.integers(0, 30, (1000, 4, 30))
+    low, high = np.quantile(y[seeds[:, :, None], questions].mean(axis=(1, 2)), [0.025, 0.975])
+    assert sd.two_level_bootstrap(y, n_resamples=1000, seed=3, block=1000) == {
+        "diff": float(y.mean()), "low": float(low), "high": float(high)}
+
+
 # --- power ---------------------------------------------------------------------------------------------------
 
 def test_minimum_detectable_difference_known_case_and_statsmodels():
@@ -190,6 +202,18 @@ def test_row_correlations_equal_scipy():
         assert p[k] == pytest.approx(pearsonr(x[k], y[k])[0], rel=1e-10)
         assert s[k] == pytest.approx(spearmanr(x[k], y[k])[0], rel=1e-10)
     assert np.isnan(sd.row_correlations(np.ones((1, 5)), y[:1, :5])[0][0])
+
+
+@pytest.mark.parametrize("rows", [1, 7, 20, 100])
+def test_correlations_in_blocks_of_draws_are_the_row_correlations(rows):
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, (20, 15)).astype(float)
+    y = rng.normal(size=(20, 15)) + 0.3 * x
+    y[3] = 1.0  # a constant row stays NaN in its block
+    blocked = sd._blocked_correlations(x, y, rows=rows)
+    assert blocked.shape == (20, 2)
+    np.testing.assert_array_equal(blocked, np.stack(sd.row_correlations(x, y), axis=1))
+    assert np.isnan(blocked[3]).all()
 
 
 L, TOTAL = 30, 240  # 30 layers at lora.r = 8

@@ -97,7 +97,8 @@ def two_level_bootstrap(diffs, n_resamples: int = 10_000, confidence: float = 0.
     means = np.empty(n_resamples)
     for i in range(0, n_resamples, block):
         s = seeds[i:i + block]
-        q = rng.integers(0, n_q, (len(s), n_seeds, n_q))
+        # int32: the same draws as numpy's default int64 (both take its 32-bit path below 2^32), half the memory
+        q = rng.integers(0, n_q, (len(s), n_seeds, n_q), dtype=np.int32)
         means[i:i + block] = x[s[:, :, None], q].mean(axis=(1, 2))
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
@@ -296,20 +297,31 @@ def rank_shift_null(source_maps, view_maps: dict, seeds: list[dict], shared: dic
         m = np.exp(g + dev)
         return m / m.sum(axis=-1, keepdims=True)
 
-    pooled_ranks, shifts = [], {v: {"same_run": [], "independent": []} for v in views}
-    for s in seeds:
+    # each seed's columns of the pooled (draw x seed-layer) arrays, written in place: lists of per-seed
+    # blocks joined at the end held every value twice (the report's peak memory grew with the seeds)
+    width = len(seeds) * n_layers
+    ranks_all = np.empty((n_draws, width))
+    shifts = {v: {"same_run": np.empty((n_draws, width)), "independent": np.empty((n_draws, width))} for v in views}
+    for i, s in enumerate(seeds):
+        cols = slice(i * n_layers, (i + 1) * n_layers)
         m = max(1, int(s["n_independent"]))
         own, a, x, c, others, other_runs = noise(1), noise(1), noise(1), noise(1), noise(m), noise(m)
-        ranks = proportional_ranks(run("source", own, a)[:, 0], s["total"], s["r_min"], s["r_max"], s["multiple"])
-        pooled_ranks.append(ranks)
+        ranks_all[:, cols] = proportional_ranks(run("source", own, a)[:, 0], s["total"], s["r_min"], s["r_max"],
+                                                s["multiple"])
         for v in views:
             x_v = run(v, own, x)[:, 0]
             c_v = run(v, own, c)[:, 0]
-            shifts[v]["same_run"].append(x_v - (run(v, own, a)[:, 0] if s["confounded"] else c_v))
-            shifts[v]["independent"].append(x_v - (run(v, others, other_runs).mean(axis=1) if s["confounded"] else c_v))
-    ranks_all = np.concatenate(pooled_ranks, axis=1).astype(float)
-    return {v: {k: np.stack(row_correlations(ranks_all, np.concatenate(parts, axis=1)), axis=1)
-                for k, parts in by.items()} for v, by in shifts.items()}
+            shifts[v]["same_run"][:, cols] = x_v - (run(v, own, a)[:, 0] if s["confounded"] else c_v)
+            shifts[v]["independent"][:, cols] = x_v - (run(v, others, other_runs).mean(axis=1) if s["confounded"]
+                                                       else c_v)
+    return {v: {k: _blocked_correlations(ranks_all, pooled) for k, pooled in by.items()} for v, by in shifts.items()}
+
+
+def _blocked_correlations(x: np.ndarray, y: np.ndarray, rows: int = 100) -> np.ndarray:
+    """np.stack(row_correlations(x, y), axis=1), `rows` draws at a time: every statistic is per row, so the
+    values are the same, and the rank and centring temporaries stay the size of one block."""
+    parts = [row_correlations(x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows)]
+    return np.stack([np.concatenate([r for r, _ in parts]), np.concatenate([rho for _, rho in parts])], axis=1)
 
 
 def null_summary(null, observed: float, confidence: float = 0.95) -> dict[str, float]:
