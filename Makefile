@@ -4,10 +4,10 @@ SWEEP   ?= $(shell ls -d multirun/20*/* 2>/dev/null | sort | tail -n 1)
 ARGS    ?=
 
 STUDY   ?= multirun/study
-# two jobs side by side at one thread each; the three 80-step jobs all at once (still one thread each: 48 min
-# measured, where two and then the third alone would leave a core idle for the last ~30 min)
-STUDY_RUN = $(PY) -m grpo_rank.run -m experiment=cpu_study hydra/launcher=joblib hydra.launcher.n_jobs=2
-STUDY_RUN3 = $(PY) -m grpo_rank.run -m experiment=cpu_study hydra/launcher=joblib hydra.launcher.n_jobs=3
+# $(call study_run,N): a sweep of the study, N jobs side by side at one thread each. Two for most sweeps; the
+# three 80-step jobs all at once (48 min measured, where two and then the third alone would leave a core
+# idle for the last ~30 min)
+study_run = $(PY) -m grpo_rank.run -m experiment=cpu_study hydra/launcher=joblib hydra.launcher.n_jobs=$(1)
 
 .PHONY: help setup sweep study run test test-slow bench bench-quick report status clean
 
@@ -30,14 +30,14 @@ sweep: setup ## the main job: 3 strategies x 3 seeds on SmolLM2-135M, offline, t
 	$(PY) -m grpo_rank.run -m strategy=uniform,proportional,random seed=0,1,2 $(ARGS)
 
 study: setup ## the CPU study v3 (experiment=cpu_study: the base model once, uniform/proportional/random x 3 seeds under fixed alpha, proportional/random under per_rank, uniform at 10, 40 and 80 steps; ~3 h 10 min on 2 cores, estimated from the job times of its runs on 2026-12-04) and its report in docs/cpu_study
-	$(STUDY_RUN) strategy=none seed=0 hydra.sweep.dir=$(STUDY)/base $(ARGS)
-	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=10 hydra.sweep.dir=$(STUDY)/half $(ARGS)
-	$(STUDY_RUN) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
+	$(call study_run,2) strategy=none seed=0 hydra.sweep.dir=$(STUDY)/base $(ARGS)
+	$(call study_run,2) strategy=uniform seed=0,1,2 grpo.steps=10 hydra.sweep.dir=$(STUDY)/half $(ARGS)
+	$(call study_run,2) strategy=uniform,proportional,random seed=0,1,2 hydra.sweep.dir=$(STUDY)/fixed $(ARGS)
 # no per_rank uniform: at rank lora.r everywhere per_rank is fixed alpha (same model, same profile key),
 # so the per_rank arms take the fixed uniform runs as their profile and their report reference
-	$(STUDY_RUN) strategy=proportional,random seed=0,1,2 lora.alpha_mode=per_rank hydra.sweep.dir=$(STUDY)/per_rank $(ARGS)
-	$(STUDY_RUN) strategy=uniform seed=0,1,2 grpo.steps=40 hydra.sweep.dir=$(STUDY)/longer $(ARGS)
-	$(STUDY_RUN3) strategy=uniform seed=0,1,2 grpo.steps=80 hydra.sweep.dir=$(STUDY)/longest $(ARGS)
+	$(call study_run,2) strategy=proportional,random seed=0,1,2 lora.alpha_mode=per_rank hydra.sweep.dir=$(STUDY)/per_rank $(ARGS)
+	$(call study_run,2) strategy=uniform seed=0,1,2 grpo.steps=40 hydra.sweep.dir=$(STUDY)/longer $(ARGS)
+	$(call study_run,3) strategy=uniform seed=0,1,2 grpo.steps=80 hydra.sweep.dir=$(STUDY)/longest $(ARGS)
 	$(PY) -m grpo_rank.report $(STUDY)/base $(STUDY)/half $(STUDY)/fixed $(STUDY)/per_rank $(STUDY)/longer $(STUDY)/longest --out docs/cpu_study --no-wandb
 
 run: setup ## one job with the defaults (uniform, seed 0); ARGS="strategy=proportional ..." to change

@@ -297,8 +297,8 @@ def rank_shift_null(source_maps, view_maps: dict, seeds: list[dict], shared: dic
         m = np.exp(g + dev)
         return m / m.sum(axis=-1, keepdims=True)
 
-    # each seed's columns of the pooled (draw x seed-layer) arrays, written in place: lists of per-seed
-    # blocks joined at the end held every value twice (the report's peak memory grew with the seeds)
+    # each seed's columns of the pooled (draw x seed-layer) arrays, written in place: per-seed blocks joined
+    # at the end would hold every value twice, and these arrays grow with the seeds
     width = len(seeds) * n_layers
     ranks_all = np.empty((n_draws, width))
     shifts = {v: {"same_run": np.empty((n_draws, width)), "independent": np.empty((n_draws, width))} for v in views}

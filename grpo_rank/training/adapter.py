@@ -72,7 +72,7 @@ def load(base_model, job_dir: Path, info: AdapterInfo | None):
 
     folder = check(job_dir, info)
     with warnings.catch_warnings():
-        if info is not None and info.kind == "ADALORA":
+        if info.kind == "ADALORA":  # check() has raised when the record names no adapter
             # AdaLoRA saves its final ranks as rank_pattern keys on lora_E, which PEFT's generic check at
             # injection reports as matching no module and "ignored"; its AdaLoRA loader then applies them
             # (resize_modules_by_rank_pattern): the replies equal the evaluated ones (tests/test_adalora.py)
